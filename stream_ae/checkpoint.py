@@ -1,0 +1,160 @@
+"""One checkpoint file: architecture, weights, scaler, input layout, error statistics, provenance.
+
+Written with ``torch.save`` as a dictionary of tensors and plain Python values, and read
+back with ``weights_only=True`` so that loading a checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stream_ae.datasets import EventKind
+from stream_ae.models import Autoencoder, build_model
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or does not fit what it is used for."""
+
+
+@dataclass
+class Checkpoint:
+    """A trained model and everything needed to serve it.
+
+    Attributes:
+        model_name: key of ``models.MODEL_BUILDERS``.
+        hparams: the model constructor's keyword arguments.
+        state_dict: the weights.
+        kind: ``transaction`` or ``window``.
+        feature_names: names of the ``features`` input columns (``t0..`` for windows).
+        scaler_mean, scaler_std: float32 arrays of shape ``(features,)``; the model sees
+            ``(x - mean) / std``.
+        error_mean, error_std: mean and standard deviation of the reconstruction error on
+            held-out normal (validation) rows; they seed the adaptive threshold.
+        training: provenance: seed, dataset name and sha256, split indices, epochs run,
+            wall time (seconds), per-epoch train/validation loss.
+        sha256: digest of the file it was loaded from (empty before saving).
+    """
+
+    model_name: str
+    hparams: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    kind: EventKind
+    feature_names: list[str]
+    scaler_mean: np.ndarray
+    scaler_std: np.ndarray
+    error_mean: float
+    error_std: float
+    training: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def input_dim(self) -> int:
+        """Features per event (samples per window)."""
+        return len(self.feature_names)
+
+    @property
+    def window_length(self) -> int | None:
+        """Samples per window, or None for transactions."""
+        return self.input_dim if self.kind == "window" else None
+
+    def build(self) -> Autoencoder:
+        """Rebuild the model with its weights, in eval mode, on the CPU."""
+        model = build_model(self.model_name, self.input_dim, self.hparams)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def describe(self) -> str:
+        """A one-line summary: model, input layout, hash prefix."""
+        layout = f"window of {self.input_dim}" if self.kind == "window" else f"{self.input_dim} features"
+        return f"{self.model_name} autoencoder, {layout}, sha256 {self.sha256[:12]}"
+
+
+def _as_plain(value: Any) -> Any:
+    """Turn numpy values into types that ``torch.load(weights_only=True)`` accepts."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _as_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_plain(item) for item in value]
+    return value
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path | str) -> str:
+    """Write the checkpoint to ``path`` (parent folders are created).
+
+    Returns:
+        The sha256 of the written file, also stored in ``checkpoint.sha256``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model_name": checkpoint.model_name,
+        "hparams": _as_plain(checkpoint.hparams),
+        "state_dict": checkpoint.state_dict,
+        "kind": checkpoint.kind,
+        "feature_names": list(checkpoint.feature_names),
+        "scaler_mean": torch.as_tensor(checkpoint.scaler_mean, dtype=torch.float32),
+        "scaler_std": torch.as_tensor(checkpoint.scaler_std, dtype=torch.float32),
+        "error_mean": float(checkpoint.error_mean),
+        "error_std": float(checkpoint.error_std),
+        "training": _as_plain(checkpoint.training),
+    }
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+    checkpoint.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    return checkpoint.sha256
+
+
+def _as_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, dict):
+        return {key: _as_numpy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_numpy(item) for item in value]
+    return value
+
+
+def load_checkpoint(path: Path | str) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, not a checkpoint, or of another format version.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise CheckpointError(f"{path} is not a stream-ae checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a stream-ae checkpoint of format version {FORMAT_VERSION}")
+    return Checkpoint(
+        model_name=payload["model_name"],
+        hparams=_as_numpy(payload["hparams"]),
+        state_dict=payload["state_dict"],
+        kind=payload["kind"],
+        feature_names=list(payload["feature_names"]),
+        scaler_mean=payload["scaler_mean"].numpy(),
+        scaler_std=payload["scaler_std"].numpy(),
+        error_mean=float(payload["error_mean"]),
+        error_std=float(payload["error_std"]),
+        training=_as_numpy(payload["training"]),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )

@@ -1,0 +1,175 @@
+"""``stream-ae``: the command line. Each sub-command parses its flags and calls one module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream_ae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stream_ae.config import ConfigError, load_settings
+from stream_ae.datasets import DatasetError, load_dataset
+from stream_ae.models import DEFAULT_MODEL, MODEL_BUILDERS
+from stream_ae.training import TrainingOptions
+
+log = logging.getLogger("stream_ae")
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainingOptions()
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODEL_BUILDERS),
+                        help="autoencoder to train (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="epochs without validation improvement before stopping")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _training_options(args: argparse.Namespace, progress: bool = True) -> TrainingOptions:
+    return TrainingOptions(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, patience=args.patience, seed=args.seed,
+                           device=args.device, progress=progress)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "bootstrap_servers", None):
+        overrides["kafka"] = {"bootstrap_servers": args.bootstrap_servers}
+    if getattr(args, "checkpoint", None):
+        overrides["model"] = {"checkpoint": args.checkpoint}
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stream_ae.training import train_autoencoder
+
+    dataset = load_dataset(args.data, args.label_column)
+    checkpoint = train_autoencoder(dataset, _training_options(args))
+    save_checkpoint(checkpoint, args.output)
+    training = checkpoint.training
+    print(f"wrote {args.output}: {checkpoint.describe()}; {training['epochs_run']} epochs in "
+          f"{training['wall_time_s']:.1f} s; validation error mean {checkpoint.error_mean:.4g}, "
+          f"std {checkpoint.error_std:.4g}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream_ae.detector import Detector
+
+    settings = load_settings(args.config, **_overrides(args))
+    detector = Detector(settings)
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
+        detector.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    detector.run()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream_ae.replay import replay
+    from stream_ae.topics import ensure_topics
+
+    settings = load_settings(args.config, **_overrides(args))
+    dataset = load_dataset(args.data, args.label_column)
+    if args.held_out_of:
+        checkpoint = load_checkpoint(args.held_out_of)
+        if checkpoint.training.get("dataset_sha256") != dataset.sha256:
+            raise CheckpointError(f"{args.held_out_of} was not trained on {args.data}")
+        rows = np.asarray(checkpoint.training["split"]["test"])
+    else:
+        rows = np.arange(len(dataset.values))
+    if args.shuffle:
+        rows = np.random.default_rng(args.seed).permutation(rows)
+    if args.limit:
+        rows = rows[:args.limit]
+    ensure_topics(settings.kafka, {args.topic: args.partitions})
+    report = replay(dataset, rows, settings.kafka, args.topic, args.rate)
+    print(f"replayed {report.events:,} events into {args.topic} in {report.seconds:.1f} s "
+          f"({report.events_per_second:,.0f} events/s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream_ae.demo import print_summary, run_demo
+
+    summary = run_demo(args.data, args.label_column, _training_options(args, progress=not args.json),
+                       args.rate or None, progress=not args.json)
+    print_summary(summary)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="stream-ae", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="fit an autoencoder on the normal rows of a dataset")
+    train.add_argument("--data", type=Path, required=True, help="CSV, parquet or npz dataset")
+    train.add_argument("--label-column", help="label column of a generic table")
+    train.add_argument("--output", type=Path, default=Path("model.pt"), help="checkpoint to write")
+    _add_training_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+    run = commands.add_parser("run", help="run the detector daemon")
+    run.add_argument("--config", type=Path, help="YAML settings file")
+    run.add_argument("--checkpoint", type=Path, help="overrides model.checkpoint")
+    run.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
+    run.set_defaults(handler=cmd_run)
+
+    replay = commands.add_parser("replay", help="produce a dataset's rows into a topic as events")
+    replay.add_argument("--data", type=Path, required=True)
+    replay.add_argument("--label-column")
+    replay.add_argument("--topic", default="events")
+    replay.add_argument("--partitions", type=int, default=3, help="partitions if the topic is created")
+    replay.add_argument("--config", type=Path, help="YAML settings file (for the kafka section)")
+    replay.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
+    replay.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    replay.add_argument("--held-out-of", type=Path, metavar="CHECKPOINT",
+                        help="replay only the rows this checkpoint held out of training")
+    replay.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded)")
+    replay.add_argument("--seed", type=int, default=42)
+    replay.add_argument("--limit", type=int, help="send at most this many events")
+    replay.set_defaults(handler=cmd_replay)
+
+    demo = commands.add_parser("demo", help="the whole product on this machine, end to end")
+    demo.add_argument("--data", type=Path, help="labelled dataset (default: synthetic transactions)")
+    demo.add_argument("--label-column")
+    demo.add_argument("--rate", type=float, default=2000.0,
+                      help="replay rate, events/s; 0 for as fast as possible (default: %(default)s)")
+    demo.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
+    _add_training_flags(demo)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stream-ae`` command. Returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return args.handler(args)
+    except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:
+        print(f"stream-ae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Configuration: pydantic models, one YAML file plus ``STREAM_AE_...`` environment overrides.
+
+Precedence, highest first: environment variables (``STREAM_AE_<SECTION>__<FIELD>``,
+e.g. ``STREAM_AE_CONSUMER__MAX_BATCH_SIZE=2048``), overrides given in code (the CLI's
+flags), the YAML file, the defaults below. Every value is validated when the settings are
+loaded, so a wrong value fails at start-up with a message that names the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "STREAM_AE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """How to reach the cluster. Security fields pass straight through to the Kafka clients."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "stream-ae"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python's consumer, producer and admin client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                options[name] = str(value)
+        return options
+
+
+class TopicSettings(_Section):
+    """Topic names. ``scores`` is optional: when set, every event's score is published there."""
+
+    input: list[str] = Field(default_factory=lambda: ["events"], min_length=1)
+    alerts: str = "alerts"
+    dead_letter: str = "events-dead-letter"
+    scores: str | None = None
+
+
+class ConsumerSettings(_Section):
+    """Consumer-group membership and micro-batching."""
+
+    group_id: str = "stream-ae"
+    max_batch_size: int = Field(4096, gt=0, le=1_000_000, description="events per micro-batch")
+    max_wait_ms: int = Field(100, ge=0, le=60_000, description="longest wait to fill a batch")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3000, ge=100)
+    fetch_max_wait_ms: int = Field(50, ge=0)
+    max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> "ConsumerSettings":
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be lower than session_timeout_ms")
+        return self
+
+
+class EventSettings(_Section):
+    """How records are decoded. ``kind: auto`` takes the kind the model was trained on."""
+
+    kind: Literal["auto", "transaction", "window"] = "auto"
+    id_field: str = "id"
+    samples_field: str = "samples"
+    max_record_bytes: int = Field(1_000_000, gt=0, description="larger records are dead-lettered")
+
+
+class ModelSettings(_Section):
+    """Which checkpoint to serve and where."""
+
+    checkpoint: Path = Path("model.pt")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ThresholdSettings(_Section):
+    """Adaptive threshold = mean + k * std of the reconstruction error, per partition."""
+
+    k: float = Field(3.0, gt=0)
+    half_life_events: int = Field(20_000, gt=0, description="events for a sample's weight to halve")
+    warmup_events: int = Field(500, ge=0, description="events per partition on the seeded threshold")
+
+
+class AlertSettings(_Section):
+    """What an alert carries."""
+
+    top_features: int = Field(3, ge=1, le=32)
+    window_segments: int = Field(10, ge=1, description="segments a window is split into for alerts")
+
+
+class MetricsSettings(_Section):
+    """The HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init_settings carries the YAML file's contents merged with code overrides
+        return (env_settings, init_settings)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {field}: {item['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load and validate the settings.
+
+    Args:
+        path: a YAML file whose top-level keys are the sections above; None for defaults.
+        overrides: section dictionaries that take precedence over the file (not over
+            the environment), e.g. ``consumer={"max_batch_size": 64}``.
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a value is invalid; the
+            message lists each offending field as ``section.field: reason``.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        data = loaded or {}
+    data = _merge(data, overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,207 @@
+"""The daemon's loop: source → codec → scorer → threshold → sink → commit, one micro-batch at a time.
+
+The loop owns no stage's logic; it composes the stages, times them, and keeps the
+delivery promise: a batch's offsets are committed only after every alert, score and
+dead letter of that batch has been acknowledged by the broker (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from stream_ae.alerts import ModelIdentity, alert_records, dead_letter_headers, score_records
+from stream_ae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from stream_ae.codec import EventDecoder, Record
+from stream_ae.config import Settings
+from stream_ae.metrics import DetectorMetrics, HealthState, MetricsServer
+from stream_ae.scorer import Scorer
+from stream_ae.sink import DeliveryError, KafkaSink
+from stream_ae.source import KafkaSource, PartitionKey
+from stream_ae.threshold import AdaptiveThreshold
+
+log = logging.getLogger(__name__)
+
+LAG_REFRESH_S = 1.0
+DELIVERY_RETRY_BACKOFF_S = 1.0
+
+
+class Source(Protocol):
+    """What the loop needs of the consuming end (see :class:`source.KafkaSource`)."""
+
+    def poll_batch(self) -> list[Record]: ...
+    def commit(self, records: list[Record]) -> bool: ...
+    def rewind(self, records: list[Record]) -> None: ...
+    def lag(self) -> dict[PartitionKey, int]: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """What the loop needs of the producing end (see :class:`sink.KafkaSink`)."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None: ...
+    def flush(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Detector:
+    """The streaming anomaly detector.
+
+    Args:
+        settings: validated settings.
+        checkpoint: the model to serve; None loads ``settings.model.checkpoint``.
+        source, sink: the Kafka ends; None builds kafka-python ones from ``settings`` when
+            :meth:`run` starts.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read, or its event kind differs from
+            ``settings.events.kind``.
+        ValueError: CUDA asked for but absent.
+    """
+
+    def __init__(self, settings: Settings, checkpoint: Checkpoint | None = None,
+                 source: Source | None = None, sink: Sink | None = None) -> None:
+        self.settings = settings
+        self.checkpoint = checkpoint or load_checkpoint(settings.model.checkpoint)
+        if settings.events.kind not in ("auto", self.checkpoint.kind):
+            raise CheckpointError(
+                f"events.kind is {settings.events.kind!r} but the checkpoint was trained on "
+                f"{self.checkpoint.kind} events")
+        self.decoder = EventDecoder(self.checkpoint.feature_names, self.checkpoint.window_length,
+                                    settings.events.id_field, settings.events.samples_field,
+                                    settings.events.max_record_bytes)
+        self.scorer = Scorer(self.checkpoint, settings.model.device, settings.alerts.top_features,
+                             settings.alerts.window_segments)
+        self.threshold = AdaptiveThreshold(settings.threshold, self.checkpoint.error_mean,
+                                           self.checkpoint.error_std)
+        self.model = ModelIdentity(self.checkpoint.model_name, self.checkpoint.sha256)
+        self.metrics = DetectorMetrics()
+        self.metrics.model_info.labels(self.model.name, self.model.checkpoint_sha256).set(1)
+        self.health = HealthState()
+        self.source = source
+        self.sink = sink
+        self.assigned: set[PartitionKey] = set()
+        self._stop = threading.Event()
+        self._next_lag_refresh = 0.0
+        self.server: MetricsServer | None = None
+
+    # -- rebalance callbacks (called from inside poll) -------------------------------------
+    def _on_assigned(self, keys: list[PartitionKey]) -> None:
+        self.assigned.update(keys)
+        for topic, partition in keys:
+            self.metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
+        self.health.ready = bool(self.assigned)
+        log.info("partitions assigned: %s", sorted(keys))
+
+    def _on_revoked(self, keys: list[PartitionKey]) -> None:
+        for key in keys:
+            self.assigned.discard(key)
+            self.threshold.forget(key)
+        self.health.ready = bool(self.assigned)
+        log.info("partitions revoked: %s", sorted(keys))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight and shut down (safe from any thread)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; then flush, leave the group and close the connections."""
+        settings = self.settings
+        if settings.metrics.enabled:
+            self.server = MetricsServer(self.metrics, self.health, settings.metrics.host,
+                                        settings.metrics.port)
+            self.server.start()
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, self.server.port)
+        if self.sink is None:
+            self.sink = KafkaSink(settings.kafka)
+        if self.source is None:
+            self.source = KafkaSource(settings.kafka, settings.topics.input, settings.consumer,
+                                      self._on_assigned, self._on_revoked)
+        log.info("serving %s on %s", self.checkpoint.describe(), self.scorer.device)
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.health.ready = False
+            self.sink.close()
+            self.source.close()
+            if self.server is not None:
+                self.server.stop()
+            log.info("stopped")
+
+    # -- one micro-batch ---------------------------------------------------------------------
+    def step(self) -> int:
+        """Poll, handle and commit one micro-batch. Returns the number of records handled."""
+        assert self.source is not None and self.sink is not None
+        metrics, stage = self.metrics, self.metrics.stage_seconds
+        self.health.tick()
+        started = time.perf_counter()
+        records = self.source.poll_batch()
+        polled = time.perf_counter()
+        stage.labels("poll").inc(polled - started)
+        self._refresh_lag(polled)
+        if not records:
+            return 0
+        metrics.events_consumed.inc(len(records))
+        metrics.batch_size.observe(len(records))
+
+        batch, rejected = self.decoder.decode(records)
+        decoded = time.perf_counter()
+        stage.labels("decode").inc(decoded - polled)
+
+        scores = self.scorer.score(batch.values)
+        scored = time.perf_counter()
+        stage.labels("score").inc(scored - decoded)
+        metrics.inference_seconds.observe(scored - decoded)
+
+        verdict = self.threshold.apply(batch.partitions, batch.partition_index, scores.errors)
+        judged = time.perf_counter()
+        stage.labels("threshold").inc(judged - scored)
+
+        topics = self.settings.topics
+        detected_at_ms = int(time.time() * 1000)
+        alerts = alert_records(batch, scores, verdict, self.scorer.attribution_names,
+                               detected_at_ms, self.model)
+        for key, value in alerts:
+            self.sink.send(topics.alerts, key, value)
+        if topics.scores:
+            for key, value in score_records(batch, scores, verdict, detected_at_ms, self.model):
+                self.sink.send(topics.scores, key, value)
+        for item in rejected:
+            self.sink.send(topics.dead_letter, item.record.key, item.record.value,
+                           dead_letter_headers(item))
+        try:
+            self.sink.flush()
+        except DeliveryError as exc:
+            metrics.delivery_failures.inc()
+            log.error("batch output not acknowledged, reading the batch again: %s", exc)
+            self.source.rewind(records)
+            time.sleep(DELIVERY_RETRY_BACKOFF_S)
+            return 0
+        acknowledged = time.perf_counter()
+        acknowledged_at_s = time.time()
+        stage.labels("produce").inc(acknowledged - judged)
+
+        self.source.commit(records)
+        stage.labels("commit").inc(time.perf_counter() - acknowledged)
+
+        metrics.events_scored.inc(len(batch))
+        metrics.alerts.inc(len(alerts))
+        for item in rejected:
+            metrics.dead_lettered.labels(item.reason).inc()
+        metrics.end_to_end_latency.observe_many(acknowledged_at_s - batch.timestamps_ms / 1000.0)
+        for topic, partition in batch.partitions:
+            metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
+        return len(records)
+
+    def _refresh_lag(self, now: float) -> None:
+        if now < self._next_lag_refresh:
+            return
+        self._next_lag_refresh = now + LAG_REFRESH_S
+        for (topic, partition), lag in self.source.lag().items():
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+

@@ -1,0 +1,215 @@
+"""Prometheus metrics of every stage, and the HTTP server for ``/metrics``, ``/healthz``, ``/readyz``.
+
+Names follow Prometheus conventions: prefix ``stream_ae_``, base units (seconds, bytes),
+counters end in ``_total``. Per-event observations (end-to-end latency) are recorded a
+batch at a time with :class:`BatchHistogram`, since prometheus-client's ``Histogram``
+takes one value per call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import numpy as np
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from stream_ae.codec import REASONS
+
+# 50 µs .. 10 s: inference on a GPU takes well under a millisecond per batch
+INFERENCE_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+                     0.5, 1.0, 2.5, 10.0)
+LATENCY_BUCKETS = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0, 60.0)
+BATCH_SIZE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
+STAGES = ("poll", "decode", "score", "threshold", "produce", "commit")
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram fed whole arrays at a time; also keeps the latest samples.
+
+    Args:
+        name: metric name without the ``_bucket``/``_sum``/``_count`` suffixes.
+        documentation: help text.
+        buckets: upper bounds, ascending (``+Inf`` is added).
+        keep: how many of the latest samples to keep for exact quantiles (a ring buffer of
+            float64, so ``keep * 8`` bytes).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
+                 keep: int = 1 << 20) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)
+        self.total = 0.0
+        self.ring = np.empty(keep, dtype=np.float64)
+        self.seen = 0
+        self.lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Record every value of a 1-D array."""
+        if len(values) == 0:
+            return
+        slots = np.searchsorted(self.bounds, values, side="left")
+        with self.lock:
+            self.counts += np.bincount(slots, minlength=len(self.counts))
+            self.total += float(values.sum())
+            tail = values[-len(self.ring):]
+            positions = (self.seen + np.arange(len(tail))) % len(self.ring)
+            self.ring[positions] = tail
+            self.seen += len(values)
+
+    def recent(self) -> np.ndarray:
+        """A copy of the latest samples kept (up to ``keep``), in no particular order."""
+        with self.lock:
+            return self.ring[:min(self.seen, len(self.ring))].copy()
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self.lock:
+            cumulative = np.cumsum(self.counts)
+            total = self.total
+        labels = [f"{bound:g}" for bound in self.bounds] + ["+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], list(zip(labels, cumulative.tolist())), total)
+        yield family
+
+
+class DetectorMetrics:
+    """Every metric the daemon exports, in a registry of its own.
+
+    Attributes are the prometheus-client objects; see ``docs`` strings for meanings.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.events_consumed = Counter("stream_ae_events_consumed_total",
+                                       "Records read from the input topics", registry=r)
+        self.events_scored = Counter("stream_ae_events_scored_total",
+                                     "Events decoded and scored by the model", registry=r)
+        self.alerts = Counter("stream_ae_alerts_total",
+                              "Events flagged as anomalies and published to the alerts topic",
+                              registry=r)
+        self.dead_lettered = Counter("stream_ae_dead_lettered_total",
+                                     "Records sent to the dead-letter topic, by reason",
+                                     ["reason"], registry=r)
+        for reason in REASONS:
+            self.dead_lettered.labels(reason)
+        self.batch_size = Histogram("stream_ae_batch_size_events", "Records per micro-batch",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("stream_ae_inference_seconds",
+                                           "Model time per micro-batch (scaler, forward, error)",
+                                           buckets=INFERENCE_BUCKETS, registry=r)
+        self.stage_seconds = Counter("stream_ae_stage_seconds_total",
+                                     "Time spent in each pipeline stage", ["stage"], registry=r)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        self.end_to_end_latency = BatchHistogram(
+            "stream_ae_end_to_end_latency_seconds",
+            "Record timestamp to the acknowledgement of the batch's alerts, per event",
+            LATENCY_BUCKETS)
+        r.register(self.end_to_end_latency)
+        self.threshold = Gauge("stream_ae_threshold", "Reconstruction-error threshold in force",
+                               ["topic", "partition"], registry=r)
+        self.consumer_lag = Gauge("stream_ae_consumer_lag_events",
+                                  "High watermark minus the consumer's position",
+                                  ["topic", "partition"], registry=r)
+        self.delivery_failures = Counter("stream_ae_delivery_failures_total",
+                                         "Batches whose output the broker did not acknowledge "
+                                         "(re-read, not committed)", registry=r)
+        self.model_info = Gauge("stream_ae_model_info", "The model being served (value 1)",
+                                ["model", "checkpoint_sha256"], registry=r)
+
+    def totals(self) -> dict[str, int]:
+        """Running totals: ``events_in``, ``events_scored``, ``dead_lettered``, ``alerts``."""
+        get = self.registry.get_sample_value
+        return {
+            "events_in": int(get("stream_ae_events_consumed_total") or 0),
+            "events_scored": int(get("stream_ae_events_scored_total") or 0),
+            "dead_lettered": int(sum(get("stream_ae_dead_lettered_total", {"reason": reason}) or 0
+                                     for reason in REASONS)),
+            "alerts": int(get("stream_ae_alerts_total") or 0),
+        }
+
+
+class HealthState:
+    """Liveness and readiness, set by the daemon and read by the HTTP server.
+
+    ``live`` while the loop has ticked within ``stall_after_s`` seconds; ``ready`` when the
+    daemon says so (model loaded, partitions assigned).
+    """
+
+    def __init__(self, stall_after_s: float = 60.0) -> None:
+        self.stall_after_s = stall_after_s
+        self.last_tick = time.monotonic()
+        self.ready = False
+
+    def tick(self) -> None:
+        """The main loop is alive."""
+        self.last_tick = time.monotonic()
+
+    @property
+    def live(self) -> bool:
+        return time.monotonic() - self.last_tick < self.stall_after_s
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` from a thread.
+
+    Args:
+        metrics: whose registry to expose.
+        health: liveness and readiness.
+        host, port: where to bind; port 0 picks a free port (see ``port`` after ``start``).
+    """
+
+    def __init__(self, metrics: DetectorMetrics, health: HealthState, host: str, port: int) -> None:
+        registry = metrics.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok = health.live
+                    self._reply(200 if ok else 503, b"ok\n" if ok else b"stalled\n")
+                elif path == "/readyz":
+                    ok = health.ready
+                    self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._reply(404, b"not found\n")
+
+            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http",
+                                       daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self.server.server_address[1]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

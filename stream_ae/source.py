@@ -1,0 +1,135 @@
+"""The consuming end: a kafka-python consumer in a consumer group, micro-batches, manual commits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from stream_ae.codec import Record
+from stream_ae.config import ConsumerSettings, KafkaSettings
+
+log = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, on_assigned: Callable[[list[PartitionKey]], None],
+                 on_revoked: Callable[[list[PartitionKey]], None]) -> None:
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.on_assigned([(tp.topic, tp.partition) for tp in assigned])
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.on_revoked([(tp.topic, tp.partition) for tp in revoked])
+
+
+class KafkaSource:
+    """Reads micro-batches from the input topics and commits what has been handled.
+
+    Auto-commit is off: offsets move only through :meth:`commit`, which the daemon calls
+    once a batch's output has been acknowledged (at-least-once delivery).
+
+    Args:
+        kafka: connection and security settings.
+        topics: input topics to subscribe to.
+        consumer: group id, batch bounds, timeouts.
+        on_assigned, on_revoked: called from inside ``poll`` with the ``(topic, partition)``
+            pairs gained or lost in a rebalance.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topics: list[str], consumer: ConsumerSettings,
+                 on_assigned: Callable[[list[PartitionKey]], None] = lambda keys: None,
+                 on_revoked: Callable[[list[PartitionKey]], None] = lambda keys: None) -> None:
+        self.max_batch_size = consumer.max_batch_size
+        self.max_wait_s = consumer.max_wait_ms / 1000.0
+        self.consumer = KafkaConsumer(
+            **kafka.client_options(),
+            group_id=consumer.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=consumer.auto_offset_reset,
+            max_poll_records=consumer.max_batch_size,
+            fetch_max_wait_ms=consumer.fetch_max_wait_ms,
+            max_partition_fetch_bytes=consumer.max_partition_fetch_bytes,
+            session_timeout_ms=consumer.session_timeout_ms,
+            heartbeat_interval_ms=consumer.heartbeat_interval_ms,
+        )
+        self.consumer.subscribe(topics, listener=_Listener(on_assigned, on_revoked))
+
+    def poll_batch(self) -> list[Record]:
+        """Records of one micro-batch: at most ``max_batch_size``, waiting at most ``max_wait_ms``.
+
+        The wait starts with the call; it ends early once the batch is full. Returns an
+        empty list when nothing arrived in time.
+        """
+        deadline = time.monotonic() + self.max_wait_s
+        batch: list[Record] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            fetched = self.consumer.poll(timeout_ms=max(0, int(remaining * 1000)),
+                                         max_records=self.max_batch_size - len(batch))
+            for records in fetched.values():
+                batch.extend(records)
+            if len(batch) >= self.max_batch_size or time.monotonic() >= deadline:
+                return batch
+
+    def commit(self, records: list[Record]) -> bool:
+        """Commit, per partition, the offset after the last of ``records``.
+
+        Returns:
+            False when the group rebalanced and the commit was refused: those records will be
+            read again by the partition's new owner (at-least-once), so this is not an error.
+        """
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in records:
+            offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(
+                record.offset + 1, "", -1)
+        if not offsets:
+            return True
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("commit refused after a rebalance; the batch will be read again: %s", exc)
+            return False
+        return True
+
+    def rewind(self, records: list[Record]) -> None:
+        """Seek each partition back to the first of ``records``, so they are read again."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        for tp, offset in first.items():
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, offset)
+
+    def assignment(self) -> list[PartitionKey]:
+        """Partitions currently assigned to this consumer."""
+        return [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+
+    def lag(self) -> dict[PartitionKey, int]:
+        """Per assigned partition: high watermark minus position (events), where both are known."""
+        lags: dict[PartitionKey, int] = {}
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=0)
+            except KafkaError:
+                continue
+            if position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, highwater - position)
+        return lags
+
+    def close(self) -> None:
+        """Leave the group and close the connections (no commit: the daemon commits)."""
+        self.consumer.close(autocommit=False)

@@ -1,0 +1,146 @@
+"""Adaptive threshold: mean + k·std of the reconstruction error, one state per partition.
+
+Why exponentially weighted rather than a sliding window: the state is three numbers per
+partition (mean, variance, events seen), so it costs O(1) memory and time per batch, can
+be saved at every commit and restored on assignment, and forgets the past smoothly with
+one setting, the half-life in events. A window of N events would need N stored errors
+per partition for the same effect.
+
+The update is batched. The non-flagged errors of one partition in one batch form a block
+of ``m`` events with mean ``μ_b`` and variance ``σ_b²``; the block gets the weight that
+``m`` consecutive exponentially weighted updates would give it, ``w = 1 - (1 - α)^m``
+with ``α = 1 - 2^(-1 / half_life)``, and the state becomes the mixture of the old
+distribution (weight ``1 - w``) and the block (weight ``w``):
+
+    mean' = (1 - w)·mean + w·μ_b
+    var'  = (1 - w)·var + w·σ_b² + w·(1 - w)·(μ_b - mean)²
+
+(the law of total variance for a two-component mixture; for ``m = 1`` this is the
+exponentially weighted update of Finch, 2009, "Incremental calculation of weighted mean
+and variance", eq. 143). Events flagged as anomalies are kept out of the update, so a
+burst of anomalies cannot raise the threshold. All events of a batch are judged against
+the threshold in force before the batch.
+
+During the first ``warmup_events`` events of a partition the threshold in force is the
+one seeded from the checkpoint (the error statistics of held-out normal data); the state
+is updated meanwhile and takes over afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_ae.config import ThresholdSettings
+
+PartitionKey = tuple[str, int]
+_STD_FLOOR = 1e-12
+
+
+@dataclass
+class PartitionState:
+    """Exponentially weighted error statistics of one partition."""
+
+    mean: float
+    variance: float
+    events: int = 0
+
+    def as_dict(self) -> dict[str, float | int]:
+        """A JSON-ready copy."""
+        return {"mean": self.mean, "variance": self.variance, "events": self.events}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Threshold decisions for one batch, each array of shape ``(events,)``.
+
+    Attributes:
+        flags: True where the error exceeds the threshold in force.
+        thresholds: the threshold in force for each event's partition.
+        zscores: ``(error - mean) / std`` with the statistics in force.
+    """
+
+    flags: np.ndarray
+    thresholds: np.ndarray
+    zscores: np.ndarray
+
+
+class AdaptiveThreshold:
+    """Per-partition adaptive threshold; see the module docstring for the formulas.
+
+    Args:
+        settings: ``k``, ``half_life_events`` and ``warmup_events``.
+        seed_mean: reconstruction-error mean on held-out normal data (the checkpoint's).
+        seed_std: its standard deviation.
+    """
+
+    def __init__(self, settings: ThresholdSettings, seed_mean: float, seed_std: float) -> None:
+        self.k = settings.k
+        self.warmup_events = settings.warmup_events
+        self.alpha = 1.0 - 2.0 ** (-1.0 / settings.half_life_events)
+        self.seed = PartitionState(seed_mean, seed_std ** 2)
+        self.states: dict[PartitionKey, PartitionState] = {}
+
+    def _state(self, key: PartitionKey) -> PartitionState:
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = PartitionState(self.seed.mean, self.seed.variance)
+        return state
+
+    def _statistics_in_force(self, state: PartitionState) -> tuple[float, float]:
+        source = self.seed if state.events < self.warmup_events else state
+        return source.mean, max(math.sqrt(source.variance), _STD_FLOOR)
+
+    def threshold(self, key: PartitionKey) -> float:
+        """The threshold in force for a partition (the seeded one for an unseen partition)."""
+        mean, std = self._statistics_in_force(self._state(key))
+        return mean + self.k * std
+
+    def apply(self, partitions: list[PartitionKey], partition_index: np.ndarray,
+              errors: np.ndarray) -> Verdict:
+        """Judge a batch, then update each partition's state with its non-flagged errors.
+
+        Args:
+            partitions: the batch's distinct partitions.
+            partition_index: int ``(events,)`` indexing ``partitions``.
+            errors: float ``(events,)`` reconstruction errors.
+        """
+        errors = errors.astype(np.float64, copy=False)
+        means = np.empty(len(partitions))
+        stds = np.empty(len(partitions))
+        for slot, key in enumerate(partitions):
+            means[slot], stds[slot] = self._statistics_in_force(self._state(key))
+        event_mean, event_std = means[partition_index], stds[partition_index]
+        thresholds = event_mean + self.k * event_std
+        flags = errors > thresholds
+        for slot, key in enumerate(partitions):
+            in_partition = partition_index == slot
+            self._update(self._state(key), errors[in_partition & ~flags], int(in_partition.sum()))
+        return Verdict(flags, thresholds, (errors - event_mean) / event_std)
+
+    def _update(self, state: PartitionState, normal_errors: np.ndarray, events: int) -> None:
+        state.events += events
+        if len(normal_errors) == 0:
+            return
+        weight = 1.0 - (1.0 - self.alpha) ** len(normal_errors)
+        block_mean = float(normal_errors.mean())
+        block_variance = float(normal_errors.var())
+        shift = block_mean - state.mean
+        state.mean += weight * shift
+        state.variance = ((1.0 - weight) * state.variance + weight * block_variance
+                          + weight * (1.0 - weight) * shift ** 2)
+
+    def snapshot(self) -> dict[PartitionKey, dict[str, float | int]]:
+        """Every partition's state, for saving."""
+        return {key: state.as_dict() for key, state in self.states.items()}
+
+    def restore(self, key: PartitionKey, saved: dict[str, float | int]) -> None:
+        """Put back a partition's state saved by :meth:`snapshot`."""
+        self.states[key] = PartitionState(float(saved["mean"]), float(saved["variance"]),
+                                          int(saved["events"]))
+
+    def forget(self, key: PartitionKey) -> None:
+        """Drop a partition's state (it was revoked)."""
+        self.states.pop(key, None)

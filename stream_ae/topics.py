@@ -1,0 +1,74 @@
+"""Topic administration and reading topics back (the demo, the benchmarks and the tests)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import TopicAlreadyExistsError
+
+from stream_ae.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet.
+
+    Args:
+        kafka: connection settings.
+        topics: topic name → partition count; the replication factor is the cluster's
+            broker count, at most 3.
+
+    Raises:
+        KafkaError: the cluster refused the request for another reason than existence.
+    """
+    admin = KafkaAdminClient(**kafka.client_options(), request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        replication = min(3, len(admin.describe_cluster().get("brokers", [])) or 1)
+        missing = [NewTopic(name, partitions, replication)
+                   for name, partitions in topics.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [topic.name for topic in missing])
+    finally:
+        admin.close()
+
+
+def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+    """Read a topic from the beginning, outside any consumer group.
+
+    Stops once ``expected`` records have been read, or after ``timeout_s`` seconds of
+    reading, whichever comes first; the caller compares the count with what it expected.
+
+    Returns:
+        The records, partition by partition in offset order.
+    """
+    consumer = KafkaConsumer(**kafka.client_options(), enable_auto_commit=False,
+                             fetch_max_wait_ms=50, group_id=None)
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        if not partitions:
+            return []
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        records: list[ConsumerRecord] = []
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200, max_records=10_000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close(autocommit=False)

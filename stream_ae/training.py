@@ -1,0 +1,133 @@
+"""Fit an autoencoder on normal events only, with early stopping, into one checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from stream_ae.checkpoint import Checkpoint
+from stream_ae.datasets import LabelledDataset, split_normal_rows
+from stream_ae.device import resolve_device
+from stream_ae.models import DEFAULT_MODEL, build_model
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Hyper-parameters of the fit.
+
+    Attributes:
+        model: a key of ``models.MODEL_BUILDERS``.
+        epochs: upper bound on passes over the training rows.
+        batch_size: rows per optimiser step.
+        learning_rate: Adam's step size (Kingma & Ba, 2015).
+        patience: epochs without a better validation loss before stopping early.
+        seed: seeds the split, the weight initialisation and the batch order.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        progress: show a progress bar on stderr.
+    """
+
+    model: str = DEFAULT_MODEL
+    epochs: int = 100
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 8
+    seed: int = 42
+    device: str = "auto"
+    progress: bool = True
+
+
+def _mean_error(model: torch.nn.Module, rows: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+    """Reconstruction error per row, shape ``(rows,)``, in eval mode without gradients."""
+    model.eval()
+    with torch.inference_mode():
+        return torch.cat([model.reconstruction_error(rows[i:i + batch_size])
+                          for i in range(0, len(rows), batch_size)])
+
+
+def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = TrainingOptions()) -> Checkpoint:
+    """Train on the normal rows of ``dataset`` and return an unsaved checkpoint.
+
+    The rows are split with :func:`datasets.split_normal_rows` (seeded); a standard scaler
+    is fitted on the training rows; the weights with the lowest validation loss (mean
+    reconstruction error on the validation rows) are kept; the reconstruction-error mean
+    and std on the validation rows go into the checkpoint to seed the threshold.
+
+    Raises:
+        ValueError: unknown model, or too few normal rows to train (fewer than 10).
+    """
+    started = time.perf_counter()
+    split = split_normal_rows(dataset.labels, len(dataset.values), options.seed)
+    if len(split.train) < 10:
+        raise ValueError(f"{dataset.name}: only {len(split.train)} normal training rows; need at least 10")
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(options.seed)
+
+    train_rows = dataset.values[split.train]
+    mean = train_rows.mean(axis=0).astype(np.float32)
+    std = train_rows.std(axis=0).astype(np.float32)
+    std[std < 1e-6] = 1.0
+
+    def standardised(indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((dataset.values[indices] - mean) / std).to(device)
+
+    train_x, validation_x = standardised(split.train), standardised(split.validation)
+    model = build_model(options.model, dataset.values.shape[1]).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+
+    best_loss, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
+    history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
+    bar = tqdm(range(options.epochs), desc=f"training {options.model}", unit="epoch",
+               disable=not options.progress)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator).to(device)
+        total = 0.0
+        for start in range(0, len(order), options.batch_size):
+            batch = train_x[order[start:start + options.batch_size]]
+            loss = model.training_loss(batch)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        validation_loss = float(_mean_error(model, validation_x).mean())
+        history["train_loss"].append(total / len(train_x))
+        history["validation_loss"].append(validation_loss)
+        bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}", val=f"{validation_loss:.4f}")
+        if validation_loss < best_loss - 1e-7:
+            best_loss, best_state, stale = validation_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= options.patience:
+                break
+    bar.close()
+
+    model.load_state_dict(best_state)
+    errors = _mean_error(model, validation_x).cpu().numpy()
+    return Checkpoint(
+        model_name=options.model,
+        hparams=dict(model.hparams),
+        state_dict={key: value.detach().cpu() for key, value in model.state_dict().items()},
+        kind=dataset.kind,
+        feature_names=list(dataset.feature_names),
+        scaler_mean=mean,
+        scaler_std=std,
+        error_mean=float(errors.mean()),
+        error_std=float(errors.std()),
+        training={
+            "dataset": dataset.name,
+            "dataset_sha256": dataset.sha256,
+            "seed": options.seed,
+            "split": {"train": split.train, "validation": split.validation, "test": split.test},
+            "epochs_run": len(history["train_loss"]),
+            "wall_time_s": time.perf_counter() - started,
+            "options": {"epochs": options.epochs, "batch_size": options.batch_size,
+                        "learning_rate": options.learning_rate, "patience": options.patience},
+            "history": history,
+        },
+    )
