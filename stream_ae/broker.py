@@ -88,6 +88,11 @@ class LocalBroker:
                 raise BrokerError(f"the local broker exited with code {self.process.returncode} "
                                   f"(is port {self.port} in use?)")
             try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
                                          request_timeout_ms=2000)
                 admin.list_topics()
