@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up stream-ae in ./.venv from nothing: the CPU build of PyTorch first (so that pip does
+# not pull the multi-GB CUDA build), then the project with the local broker.
+#   bash scripts/setup.sh          # to run the product (stream-ae demo, run, train, ...)
+#   bash scripts/setup.sh --test   # also the test tools, and Prometheus (Debian package) when root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+extras="local-broker"
+[ "${1:-}" = "--test" ] && extras="local-broker,test"
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+fi
+.venv/bin/python -m pip install -q -e ".[${extras}]"
+
+if [ "${1:-}" = "--test" ] && ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # Prometheus and promtool check the deploy/ configuration and serve the dashboard test
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+      || echo "setup: could not install Prometheus; the Prometheus tests will be skipped" >&2
+  else
+    echo "setup: Prometheus is not installed (apt-get install prometheus); its tests will be skipped" >&2
+  fi
+fi
+echo "setup: ready; activate with: . .venv/bin/activate"
