@@ -149,7 +149,7 @@ def synthetic_transactions(rows: int = 20_000, anomaly_fraction: float = 0.02,
     loadings = rng.normal(size=(6, 28))
     normal = rng.normal(size=(n_normal, 6)) @ loadings + 0.3 * rng.normal(size=(n_normal, 28))
     anomalous = rng.normal(size=(n_anomalies, 6)) @ loadings + 0.3 * rng.normal(size=(n_anomalies, 28))
-    anomalous += rng.normal(scale=2.5, size=anomalous.shape) * (rng.random(anomalous.shape) < 0.3)
+    anomalous += rng.normal(scale=5.0, size=anomalous.shape) * (rng.random(anomalous.shape) < 0.4)
     amount_normal = rng.lognormal(3.0, 1.0, size=(n_normal, 1))
     amount_anomalous = rng.lognormal(4.5, 1.2, size=(n_anomalies, 1))
     values = np.vstack([np.hstack([normal, amount_normal]), np.hstack([anomalous, amount_anomalous])])

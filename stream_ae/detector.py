@@ -24,7 +24,6 @@ from stream_ae.threshold import AdaptiveThreshold
 
 log = logging.getLogger(__name__)
 
-LAG_REFRESH_S = 1.0
 DELIVERY_RETRY_BACKOFF_S = 1.0
 
 
@@ -85,7 +84,6 @@ class Detector:
         self.sink = sink
         self.assigned: set[PartitionKey] = set()
         self._stop = threading.Event()
-        self._next_lag_refresh = 0.0
         self.server: MetricsServer | None = None
 
     # -- rebalance callbacks (called from inside poll) -------------------------------------
@@ -143,7 +141,7 @@ class Detector:
         records = self.source.poll_batch()
         polled = time.perf_counter()
         stage.labels("poll").inc(polled - started)
-        self._refresh_lag(polled)
+        self._refresh_lag()
         if not records:
             return 0
         metrics.events_consumed.inc(len(records))
@@ -198,10 +196,7 @@ class Detector:
             metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
         return len(records)
 
-    def _refresh_lag(self, now: float) -> None:
-        if now < self._next_lag_refresh:
-            return
-        self._next_lag_refresh = now + LAG_REFRESH_S
+    def _refresh_lag(self) -> None:
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 

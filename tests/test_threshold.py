@@ -1,0 +1,94 @@
+"""The adaptive threshold: seeding, warm-up, following a shift, ignoring a burst, per partition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_ae.config import ThresholdSettings
+from stream_ae.threshold import AdaptiveThreshold
+
+P0, P1 = ("events", 0), ("events", 1)
+
+
+def feed(threshold: AdaptiveThreshold, errors: np.ndarray, key=P0, batch: int = 100) -> np.ndarray:
+    flags = []
+    for start in range(0, len(errors), batch):
+        chunk = errors[start:start + batch]
+        verdict = threshold.apply([key], np.zeros(len(chunk), np.int32), chunk)
+        flags.append(verdict.flags)
+    return np.concatenate(flags)
+
+
+def make(k=3.0, half_life=500, warmup=0, mean=1.0, std=0.1) -> AdaptiveThreshold:
+    return AdaptiveThreshold(ThresholdSettings(k=k, half_life_events=half_life, warmup_events=warmup), mean, std)
+
+
+def test_seeded_from_the_checkpoint_statistics():
+    threshold = make(k=2.0, mean=1.0, std=0.25)
+    assert threshold.threshold(P0) == pytest.approx(1.5)
+    verdict = threshold.apply([P0], np.zeros(3, np.int32), np.array([1.0, 1.49, 1.51]))
+    assert verdict.flags.tolist() == [False, False, True]
+    np.testing.assert_allclose(verdict.thresholds, 1.5)
+    np.testing.assert_allclose(verdict.zscores, [0.0, 1.96, 2.04])
+
+
+def test_converges_to_the_stream_statistics():
+    rng = np.random.default_rng(1)
+    threshold = make(half_life=200, mean=5.0, std=1.0)
+    feed(threshold, rng.normal(2.0, 0.2, 5000))
+    state = threshold.states[P0]
+    assert state.mean == pytest.approx(2.0, abs=0.03)
+    assert np.sqrt(state.variance) == pytest.approx(0.2, rel=0.1)
+
+
+def test_follows_a_shifted_stream():
+    rng = np.random.default_rng(2)
+    threshold = make(half_life=300)
+    feed(threshold, rng.normal(1.0, 0.1, 3000))
+    before = threshold.threshold(P0)
+    flags = feed(threshold, rng.normal(1.15, 0.1, 4000))
+    after = threshold.threshold(P0)
+    assert after - before == pytest.approx(0.15, abs=0.04)
+    assert flags[-1000:].mean() < 0.01  # the new level is normal now
+    feed(threshold, rng.normal(0.8, 0.1, 4000))
+    assert threshold.threshold(P0) == pytest.approx(0.8 + 0.3, abs=0.04)
+
+
+def test_a_burst_of_anomalies_does_not_raise_the_threshold():
+    rng = np.random.default_rng(3)
+    threshold = make(half_life=100)
+    feed(threshold, rng.normal(1.0, 0.1, 2000))
+    before = threshold.threshold(P0)
+    flags = feed(threshold, rng.normal(5.0, 0.5, 1000))
+    assert flags.all()
+    assert threshold.threshold(P0) == before
+
+
+def test_mixed_batch_keeps_anomalies_out_of_the_update():
+    rng = np.random.default_rng(4)
+    clean, mixed = make(half_life=200), make(half_life=200)
+    normal = rng.normal(1.0, 0.1, 2000)
+    feed(clean, normal)
+    with_spikes = normal.copy()
+    with_spikes[::10] = 9.0
+    feed(mixed, with_spikes)
+    # a tenth of the events spiked: the statistics barely move, the bar does not rise
+    assert mixed.threshold(P0) <= clean.threshold(P0) + 0.01
+
+
+def test_partitions_are_independent():
+    threshold = make(half_life=50)
+    errors = np.concatenate([np.full(500, 0.5), np.full(500, 1.2)])
+    index = np.concatenate([np.zeros(500, np.int32), np.ones(500, np.int32)])
+    threshold.apply([P0, P1], index, errors)
+    assert threshold.states[P0].mean == pytest.approx(0.5, abs=0.05)
+    assert threshold.states[P1].mean == pytest.approx(1.2, abs=0.05)
+
+
+def test_warmup_keeps_the_seeded_threshold():
+    threshold = make(half_life=10, warmup=300, mean=1.0, std=0.1)
+    feed(threshold, np.full(200, 0.5))
+    assert threshold.threshold(P0) == pytest.approx(1.3)
+    feed(threshold, np.full(200, 0.5))
+    assert threshold.threshold(P0) < 0.6
