@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "STREAM_AE_"
@@ -30,6 +31,9 @@ class KafkaSettings(_Section):
     """How to reach the cluster. Security fields pass straight through to the Kafka clients."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    client: Literal["kafka-python", "confluent-kafka"] = Field(
+        "kafka-python", description="client library of the source and sink; confluent-kafka "
+        "needs the optional extra: pip install 'stream-ae[confluent]'")
     client_id: str = "stream-ae"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -60,12 +64,18 @@ class KafkaSettings(_Section):
 
 
 class TopicSettings(_Section):
-    """Topic names. ``scores`` is optional: when set, every event's score is published there."""
+    """Topic names. ``scores`` is optional: when set, every event's score is published there.
+
+    ``state`` is the compacted topic holding each input partition's threshold state, so that
+    a restarted daemon, or the replica a partition moves to, goes on with the same
+    threshold; None keeps the state in memory only.
+    """
 
     input: list[str] = Field(default_factory=lambda: ["events"], min_length=1)
     alerts: str = "alerts"
     dead_letter: str = "events-dead-letter"
     scores: str | None = None
+    state: str | None = "stream-ae-threshold-state"
 
 
 class ConsumerSettings(_Section):
@@ -79,6 +89,18 @@ class ConsumerSettings(_Section):
     heartbeat_interval_ms: int = Field(3000, ge=100)
     fetch_max_wait_ms: int = Field(50, ge=0)
     max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    static_partitions: list[str] | None = Field(
+        None, description="'topic:partition' entries to read instead of joining a group "
+        "rebalance; offsets are still committed under group_id")
+
+    @field_validator("static_partitions")
+    @classmethod
+    def _topic_colon_partition(cls, entries: list[str] | None) -> list[str] | None:
+        for entry in entries or []:
+            topic, _, number = entry.rpartition(":")
+            if not topic or not number.isdigit():
+                raise ValueError(f"{entry!r} is not of the form 'topic:partition'")
+        return entries
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> "ConsumerSettings":
@@ -101,6 +123,14 @@ class ModelSettings(_Section):
 
     checkpoint: Path = Path("model.pt")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    compile: bool = Field(False, description="torch.compile the scoring step (CUDA graphs on cuda)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 runs the model under autocast; errors are taken in float32")
+    bucket_batches: bool = Field(
+        True, description="pad each batch to the next power of two so that shapes repeat")
+    reload_check_s: float = Field(
+        5.0, ge=0, description="seconds between checks of the checkpoint file for a new "
+        "version (0: only on SIGHUP)")
 
 
 class ThresholdSettings(_Section):

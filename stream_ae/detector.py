@@ -1,8 +1,10 @@
 """The daemon's loop: source → codec → scorer → threshold → sink → commit, one micro-batch at a time.
 
 The loop owns no stage's logic; it composes the stages, times them, and keeps the
-delivery promise: a batch's offsets are committed only after every alert, score and
-dead letter of that batch has been acknowledged by the broker (at-least-once).
+delivery promise: a batch's offsets are committed only after every alert, score, dead
+letter and threshold-state record of that batch has been acknowledged by the broker
+(at-least-once). Between batches it swaps in a new checkpoint when asked (SIGHUP) or when
+the checkpoint file changes, and keeps ``/readyz`` in step with the broker connection.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Protocol
 
 from stream_ae.alerts import ModelIdentity, alert_records, dead_letter_headers, score_records
@@ -20,11 +23,13 @@ from stream_ae.metrics import DetectorMetrics, HealthState, MetricsServer
 from stream_ae.scorer import Scorer
 from stream_ae.sink import DeliveryError, KafkaSink
 from stream_ae.source import KafkaSource, PartitionKey
+from stream_ae.state_store import ThresholdStateStore
 from stream_ae.threshold import AdaptiveThreshold
 
 log = logging.getLogger(__name__)
 
 DELIVERY_RETRY_BACKOFF_S = 1.0
+CONNECTION_CHECK_S = 1.0
 
 
 class Source(Protocol):
@@ -34,6 +39,7 @@ class Source(Protocol):
     def commit(self, records: list[Record]) -> bool: ...
     def rewind(self, records: list[Record]) -> None: ...
     def lag(self) -> dict[PartitionKey, int]: ...
+    def connected(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -64,51 +70,75 @@ class Detector:
     def __init__(self, settings: Settings, checkpoint: Checkpoint | None = None,
                  source: Source | None = None, sink: Sink | None = None) -> None:
         self.settings = settings
-        self.checkpoint = checkpoint or load_checkpoint(settings.model.checkpoint)
-        if settings.events.kind not in ("auto", self.checkpoint.kind):
-            raise CheckpointError(
-                f"events.kind is {settings.events.kind!r} but the checkpoint was trained on "
-                f"{self.checkpoint.kind} events")
-        self.decoder = EventDecoder(self.checkpoint.feature_names, self.checkpoint.window_length,
-                                    settings.events.id_field, settings.events.samples_field,
-                                    settings.events.max_record_bytes)
-        self.scorer = Scorer(self.checkpoint, settings.model.device, settings.alerts.top_features,
-                             settings.alerts.window_segments)
-        self.threshold = AdaptiveThreshold(settings.threshold, self.checkpoint.error_mean,
-                                           self.checkpoint.error_std)
-        self.model = ModelIdentity(self.checkpoint.model_name, self.checkpoint.sha256)
         self.metrics = DetectorMetrics()
-        self.metrics.model_info.labels(self.model.name, self.model.checkpoint_sha256).set(1)
         self.health = HealthState()
+        self._serve(checkpoint or load_checkpoint(settings.model.checkpoint))
         self.source = source
         self.sink = sink
+        self.state_store: ThresholdStateStore | None = None
         self.assigned: set[PartitionKey] = set()
+        self.connected = True
+        self._next_connection_check = 0.0
         self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._checkpoint_mtime = self._mtime(settings.model.checkpoint)
+        self._next_reload_check = 0.0
         self.server: MetricsServer | None = None
+
+    def _serve(self, checkpoint: Checkpoint) -> None:
+        """Make ``checkpoint`` the model in service: decoder, scorer, a freshly seeded threshold."""
+        settings = self.settings
+        if settings.events.kind not in ("auto", checkpoint.kind):
+            raise CheckpointError(
+                f"events.kind is {settings.events.kind!r} but the checkpoint was trained on "
+                f"{checkpoint.kind} events")
+        self.checkpoint = checkpoint
+        self.decoder = EventDecoder(checkpoint.feature_names, checkpoint.window_length,
+                                    settings.events.id_field, settings.events.samples_field,
+                                    settings.events.max_record_bytes)
+        self.scorer = Scorer(checkpoint, settings.model.device, settings.alerts.top_features,
+                             settings.alerts.window_segments)
+        self.threshold = AdaptiveThreshold(settings.threshold, checkpoint.error_mean,
+                                           checkpoint.error_std)
+        self.model = ModelIdentity(checkpoint.model_name, checkpoint.sha256)
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(self.model.name, self.model.checkpoint_sha256).set(1)
 
     # -- rebalance callbacks (called from inside poll) -------------------------------------
     def _on_assigned(self, keys: list[PartitionKey]) -> None:
         self.assigned.update(keys)
+        saved = self.state_store.load(keys) if self.state_store else {}
+        for key, state in saved.items():
+            if state.get("checkpoint_sha256") == self.model.checkpoint_sha256:
+                self.threshold.restore(key, state)
         for topic, partition in keys:
             self.metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
-        self.health.ready = bool(self.assigned)
-        log.info("partitions assigned: %s", sorted(keys))
+        self._refresh_readiness()
+        log.info("partitions assigned: %s (threshold state restored for %d)", sorted(keys), len(saved))
 
     def _on_revoked(self, keys: list[PartitionKey]) -> None:
         for key in keys:
             self.assigned.discard(key)
             self.threshold.forget(key)
-        self.health.ready = bool(self.assigned)
+        self._refresh_readiness()
         log.info("partitions revoked: %s", sorted(keys))
+
+    def _refresh_readiness(self) -> None:
+        self.health.ready = bool(self.assigned) and self.connected
 
     # -- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight and shut down (safe from any thread)."""
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Ask the loop to load ``model.checkpoint`` again before the next batch (thread-safe)."""
+        self._reload.set()
+
     def run(self) -> None:
         """Run until :meth:`stop`; then flush, leave the group and close the connections."""
         settings = self.settings
+        log.info("settings: %s", settings.model_dump_json())  # secrets print as '**********'
         if settings.metrics.enabled:
             self.server = MetricsServer(self.metrics, self.health, settings.metrics.host,
                                         settings.metrics.port)
@@ -116,12 +146,16 @@ class Detector:
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, self.server.port)
         if self.sink is None:
             self.sink = KafkaSink(settings.kafka)
+        if settings.topics.state:
+            self.state_store = ThresholdStateStore(settings.kafka, settings.topics.state,
+                                                   settings.consumer.group_id)
         if self.source is None:
             self.source = KafkaSource(settings.kafka, settings.topics.input, settings.consumer,
                                       self._on_assigned, self._on_revoked)
         log.info("serving %s on %s", self.checkpoint.describe(), self.scorer.device)
         try:
             while not self._stop.is_set():
+                self._maybe_reload()
                 self.step()
         finally:
             self.health.ready = False
@@ -141,10 +175,10 @@ class Detector:
         records = self.source.poll_batch()
         polled = time.perf_counter()
         stage.labels("poll").inc(polled - started)
+        self._check_connection(polled)
         self._refresh_lag()
         if not records:
             return 0
-        metrics.events_consumed.inc(len(records))
         metrics.batch_size.observe(len(records))
 
         batch, rejected = self.decoder.decode(records)
@@ -172,6 +206,8 @@ class Detector:
         for item in rejected:
             self.sink.send(topics.dead_letter, item.record.key, item.record.value,
                            dead_letter_headers(item))
+        if self.state_store is not None:
+            self._send_threshold_state(records)
         try:
             self.sink.flush()
         except DeliveryError as exc:
@@ -187,6 +223,7 @@ class Detector:
         self.source.commit(records)
         stage.labels("commit").inc(time.perf_counter() - acknowledged)
 
+        metrics.events_consumed.inc(len(records))
         metrics.events_scored.inc(len(batch))
         metrics.alerts.inc(len(alerts))
         for item in rejected:
@@ -195,6 +232,70 @@ class Detector:
         for topic, partition in batch.partitions:
             metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
         return len(records)
+
+    def _send_threshold_state(self, records: list[Record]) -> None:
+        """Queue the state record of every partition in the batch, for the same acknowledgement."""
+        next_offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+        for key, next_offset in next_offsets.items():
+            state = {**self.threshold.export(key), "next_offset": next_offset,
+                     "checkpoint_sha256": self.model.checkpoint_sha256}
+            self.sink.send(self.settings.topics.state, *self.state_store.record(key, state))
+
+    def _check_connection(self, now: float) -> None:
+        """Every second: is the broker reachable? Counts reconnects and keeps ``/readyz`` honest."""
+        if now < self._next_connection_check:
+            return
+        self._next_connection_check = now + CONNECTION_CHECK_S
+        connected = self.source.connected()
+        if connected and not self.connected:
+            self.metrics.reconnects.inc()
+            log.info("broker connection back")
+        elif not connected and self.connected:
+            log.warning("lost every broker connection; not ready until it is back")
+        self.connected = connected
+        self._refresh_readiness()
+
+    @staticmethod
+    def _mtime(path: Path) -> int | None:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _maybe_reload(self) -> None:
+        """Swap in a new checkpoint between batches, on request or when the file changed.
+
+        An incompatible or unreadable checkpoint (other event kind, other features or window
+        length) is refused with an error log and a metric; the current model keeps serving.
+        """
+        path, interval = self.settings.model.checkpoint, self.settings.model.reload_check_s
+        if not self._reload.is_set():
+            now = time.monotonic()
+            if interval == 0 or now < self._next_reload_check:
+                return
+            self._next_reload_check = now + interval
+            if self._mtime(path) == self._checkpoint_mtime:
+                return
+        self._reload.clear()
+        self._checkpoint_mtime = self._mtime(path)
+        try:
+            candidate = load_checkpoint(path)
+            if candidate.sha256 == self.model.checkpoint_sha256:
+                return
+            if (candidate.kind, candidate.feature_names) != (self.checkpoint.kind, self.checkpoint.feature_names):
+                raise CheckpointError(
+                    f"it takes {candidate.describe()}, but the stream carries "
+                    f"{self.checkpoint.kind} events of {self.checkpoint.input_dim} values "
+                    f"({', '.join(self.checkpoint.feature_names[:3])}, ...)")
+            self._serve(candidate)
+        except (CheckpointError, ValueError) as exc:
+            self.metrics.model_reloads.labels("refused").inc()
+            log.error("new checkpoint %s refused; the current model keeps serving: %s", path, exc)
+            return
+        self.metrics.model_reloads.labels("loaded").inc()
+        for key in self.assigned:
+            self.metrics.threshold.labels(key[0], str(key[1])).set(self.threshold.threshold(key))
+        log.info("now serving %s", self.checkpoint.describe())
 
     def _refresh_lag(self) -> None:
         for (topic, partition), lag in self.source.lag().items():

@@ -125,6 +125,14 @@ class DetectorMetrics:
         self.delivery_failures = Counter("stream_ae_delivery_failures_total",
                                          "Batches whose output the broker did not acknowledge "
                                          "(re-read, not committed)", registry=r)
+        self.reconnects = Counter("stream_ae_broker_reconnects_total",
+                                  "Times the broker connection came back after being lost",
+                                  registry=r)
+        self.model_reloads = Counter("stream_ae_model_reloads_total",
+                                     "Checkpoint swaps, by result (loaded, refused)", ["result"],
+                                     registry=r)
+        for result in ("loaded", "refused"):
+            self.model_reloads.labels(result)
         self.model_info = Gauge("stream_ae_model_info", "The model being served (value 1)",
                                 ["model", "checkpoint_sha256"], registry=r)
 

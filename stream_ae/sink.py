@@ -18,7 +18,9 @@ class KafkaSink:
     """Sends records and reports, per batch, whether all of them were acknowledged.
 
     The producer waits for ``acks=all`` and is idempotent, so a retried send does not
-    duplicate a record on the broker.
+    duplicate a record on the broker. After a failed batch the producer is replaced by a
+    new one: an idempotent producer whose broker lost its state (a restart) stays in a
+    fatal error otherwise.
 
     Args:
         kafka: connection and security settings.
@@ -26,16 +28,20 @@ class KafkaSink:
     """
 
     def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 30.0) -> None:
+        self.kafka = kafka
         self.flush_timeout_s = flush_timeout_s
-        self.producer = KafkaProducer(
-            **kafka.client_options(),
+        self.producer = self._new_producer()
+        self.pending: list = []
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            **self.kafka.client_options(),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
             batch_size=256 * 1024,
             max_request_size=8 * 1024 * 1024,
         )
-        self.pending: list = []
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
@@ -57,13 +63,22 @@ class KafkaSink:
             return 0
         try:
             self.producer.flush(timeout=self.flush_timeout_s)
+            failed = [future for future in pending if not future.is_done or future.failed()]
         except KafkaError as exc:
+            self._replace_producer()
             raise DeliveryError(f"flush failed: {exc}") from exc
-        failed = [future for future in pending if not future.is_done or future.failed()]
         if failed:
             first = failed[0].exception if failed[0].is_done else "no acknowledgement in time"
+            self._replace_producer()
             raise DeliveryError(f"{len(failed)} of {len(pending)} records not acknowledged: {first}")
         return len(pending)
+
+    def _replace_producer(self) -> None:
+        try:
+            self.producer.close(timeout=0)
+        except KafkaError:
+            pass
+        self.producer = self._new_producer()
 
     def close(self) -> None:
         """Flush what is queued and close the producer."""

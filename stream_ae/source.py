@@ -36,7 +36,10 @@ class KafkaSource:
     """Reads micro-batches from the input topics and commits what has been handled.
 
     Auto-commit is off: offsets move only through :meth:`commit`, which the daemon calls
-    once a batch's output has been acknowledged (at-least-once delivery).
+    once a batch's output has been acknowledged (at-least-once delivery). With
+    ``consumer.static_partitions`` set, the consumer reads exactly those partitions
+    (``assign``) instead of joining a rebalance, and still commits under ``group_id``;
+    ``on_assigned`` is then called once, from the constructor.
 
     Args:
         kafka: connection and security settings.
@@ -62,7 +65,13 @@ class KafkaSource:
             session_timeout_ms=consumer.session_timeout_ms,
             heartbeat_interval_ms=consumer.heartbeat_interval_ms,
         )
-        self.consumer.subscribe(topics, listener=_Listener(on_assigned, on_revoked))
+        if consumer.static_partitions:
+            keys = [(topic, int(number)) for topic, _, number in
+                    (entry.rpartition(":") for entry in consumer.static_partitions)]
+            self.consumer.assign([TopicPartition(topic, number) for topic, number in keys])
+            on_assigned(keys)
+        else:
+            self.consumer.subscribe(topics, listener=_Listener(on_assigned, on_revoked))
 
     def poll_batch(self) -> list[Record]:
         """Records of one micro-batch: at most ``max_batch_size``, waiting at most ``max_wait_ms``.
@@ -111,9 +120,10 @@ class KafkaSource:
             if tp in self.consumer.assignment():
                 self.consumer.seek(tp, offset)
 
-    def assignment(self) -> list[PartitionKey]:
-        """Partitions currently assigned to this consumer."""
-        return [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+    def connected(self) -> bool:
+        """Whether the consumer holds at least one open broker connection right now."""
+        connections = self.consumer.metrics().get("consumer-metrics", {}).get("connection-count")
+        return bool(connections)
 
     def lag(self) -> dict[PartitionKey, int]:
         """Per assigned partition: high watermark minus position (events), where both are known."""

@@ -137,12 +137,12 @@ class AdaptiveThreshold:
         state.variance = ((1.0 - weight) * state.variance + weight * block_variance
                           + weight * (1.0 - weight) * shift ** 2)
 
-    def snapshot(self) -> dict[PartitionKey, dict[str, float | int]]:
-        """Every partition's state, for saving."""
-        return {key: state.as_dict() for key, state in self.states.items()}
+    def export(self, key: PartitionKey) -> dict[str, float | int]:
+        """A partition's state as a JSON-ready dict (``mean``, ``variance``, ``events``)."""
+        return self._state(key).as_dict()
 
     def restore(self, key: PartitionKey, saved: dict[str, float | int]) -> None:
-        """Put back a partition's state saved by :meth:`snapshot`."""
+        """Put back a partition's state written by :meth:`export`."""
         self.states[key] = PartitionState(float(saved["mean"]), float(saved["variance"]),
                                           int(saved["events"]))
 

@@ -15,13 +15,15 @@ from stream_ae.config import KafkaSettings
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float = 30.0,
+                  configs: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet.
 
     Args:
         kafka: connection settings.
         topics: topic name → partition count; the replication factor is the cluster's
             broker count, at most 3.
+        configs: topic configuration for the topics created (e.g. ``cleanup.policy``).
 
     Raises:
         KafkaError: the cluster refused the request for another reason than existence.
@@ -30,7 +32,7 @@ def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float
     try:
         existing = set(admin.list_topics())
         replication = min(3, len(admin.describe_cluster().get("brokers", [])) or 1)
-        missing = [NewTopic(name, partitions, replication)
+        missing = [NewTopic(name, partitions, replication, topic_configs=configs or {})
                    for name, partitions in topics.items() if name not in existing]
         if missing:
             try:

@@ -1,0 +1,93 @@
+"""Threshold state per input partition, kept in a compacted Kafka topic.
+
+Why a compacted topic: it lives in the cluster the daemon already depends on (no extra
+store to run, back up or secure), compaction keeps the latest state per key, any replica
+of the consumer group can read a partition's state when that partition is assigned to it,
+and the state record is produced with the batch's alerts and acknowledged before the
+batch's offsets are committed, so a committed offset never runs ahead of its state.
+
+The key is ``<group>/<topic>/<partition>``; the value is JSON
+``{"mean": …, "variance": …, "events": …, "next_offset": …}`` (``next_offset``: the
+offset after the last event the state has seen). A crash between the state's
+acknowledgement and the commit leaves a state one batch ahead of the committed offset;
+that batch is then read again and counted twice in the statistics, which shifts them by
+at most one batch's weight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from stream_ae.config import KafkaSettings
+from stream_ae.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]
+
+
+class ThresholdStateStore:
+    """Reads and formats threshold state records for one consumer group.
+
+    Args:
+        kafka: connection settings.
+        topic: the compacted state topic (created with ``cleanup.policy=compact`` if absent).
+        group_id: the consumer group whose state this is.
+        read_timeout_s: longest time spent reading the topic on an assignment (seconds).
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, group_id: str,
+                 read_timeout_s: float = 15.0) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.group_id = group_id
+        self.read_timeout_s = read_timeout_s
+        ensure_topics(kafka, {topic: 1}, configs={"cleanup.policy": "compact"})
+
+    def key(self, partition: PartitionKey) -> bytes:
+        """The state record's key for an input partition."""
+        return f"{self.group_id}/{partition[0]}/{partition[1]}".encode()
+
+    def record(self, partition: PartitionKey, state: dict[str, float | int]) -> tuple[bytes, bytes]:
+        """``(key, value)`` of the state record of one partition."""
+        return self.key(partition), orjson.dumps(state)
+
+    def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int]]:
+        """The latest saved state of each of ``partitions`` that has one.
+
+        Reads the state topic from the beginning to its high watermark (the latest record of
+        a key wins, as compaction would leave it). Gives up after ``read_timeout_s`` with
+        what it has read, logging a warning: the threshold then starts from its seed.
+        """
+        wanted = {self.key(partition): partition for partition in partitions}
+        found: dict[PartitionKey, dict[str, float | int]] = {}
+        consumer = KafkaConsumer(**self.kafka.client_options(), group_id=None,
+                                 enable_auto_commit=False, fetch_max_wait_ms=50)
+        try:
+            numbers = consumer.partitions_for_topic(self.topic) or set()
+            assigned = [TopicPartition(self.topic, number) for number in numbers]
+            consumer.assign(assigned)
+            consumer.seek_to_beginning(*assigned)
+            deadline = time.monotonic() + self.read_timeout_s
+            pending = set(assigned)
+            while pending:
+                if time.monotonic() > deadline:
+                    log.warning("state topic %s not read to its end in %.0f s; %d partitions start "
+                                "from the seeded threshold", self.topic, self.read_timeout_s,
+                                len(wanted) - len(found))
+                    break
+                for records in consumer.poll(timeout_ms=100, max_records=10_000).values():
+                    for record in records:
+                        if record.key in wanted and record.value:
+                            found[wanted[record.key]] = orjson.loads(record.value)
+                for tp in list(pending):
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and consumer.position(tp) >= highwater:
+                        pending.discard(tp)
+        finally:
+            consumer.close(autocommit=False)
+        return found
