@@ -17,6 +17,7 @@ from typing import Protocol
 
 from stream_ae.alerts import ModelIdentity, alert_records, dead_letter_headers, score_records
 from stream_ae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from stream_ae.clients import make_sink, make_source
 from stream_ae.codec import EventDecoder, Record
 from stream_ae.config import Settings
 from stream_ae.metrics import DetectorMetrics, HealthState, MetricsServer
@@ -120,6 +121,11 @@ class Detector:
         for key in keys:
             self.assigned.discard(key)
             self.threshold.forget(key)
+            for gauge in (self.metrics.threshold, self.metrics.consumer_lag):
+                try:
+                    gauge.remove(key[0], str(key[1]))
+                except KeyError:  # never set for this partition
+                    pass
         self._refresh_readiness()
         log.info("partitions revoked: %s", sorted(keys))
 
@@ -145,13 +151,12 @@ class Detector:
             self.server.start()
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, self.server.port)
         if self.sink is None:
-            self.sink = KafkaSink(settings.kafka)
+            self.sink = make_sink(settings)
         if settings.topics.state:
             self.state_store = ThresholdStateStore(settings.kafka, settings.topics.state,
                                                    settings.consumer.group_id)
         if self.source is None:
-            self.source = KafkaSource(settings.kafka, settings.topics.input, settings.consumer,
-                                      self._on_assigned, self._on_revoked)
+            self.source = make_source(settings, self._on_assigned, self._on_revoked)
         log.info("serving %s on %s", self.checkpoint.describe(), self.scorer.device)
         try:
             while not self._stop.is_set():

@@ -16,16 +16,10 @@ at most one batch's weight.
 
 from __future__ import annotations
 
-import logging
-import time
-
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
 from stream_ae.config import KafkaSettings
-from stream_ae.topics import ensure_topics
-
-log = logging.getLogger(__name__)
+from stream_ae.topics import ensure_topics, read_topic
 
 PartitionKey = tuple[str, int]
 
@@ -61,33 +55,11 @@ class ThresholdStateStore:
 
         Reads the state topic from the beginning to its high watermark (the latest record of
         a key wins, as compaction would leave it). Gives up after ``read_timeout_s`` with
-        what it has read, logging a warning: the threshold then starts from its seed.
+        what it has read: partitions without a state start from the seeded threshold.
         """
         wanted = {self.key(partition): partition for partition in partitions}
         found: dict[PartitionKey, dict[str, float | int]] = {}
-        consumer = KafkaConsumer(**self.kafka.client_options(), group_id=None,
-                                 enable_auto_commit=False, fetch_max_wait_ms=50)
-        try:
-            numbers = consumer.partitions_for_topic(self.topic) or set()
-            assigned = [TopicPartition(self.topic, number) for number in numbers]
-            consumer.assign(assigned)
-            consumer.seek_to_beginning(*assigned)
-            deadline = time.monotonic() + self.read_timeout_s
-            pending = set(assigned)
-            while pending:
-                if time.monotonic() > deadline:
-                    log.warning("state topic %s not read to its end in %.0f s; %d partitions start "
-                                "from the seeded threshold", self.topic, self.read_timeout_s,
-                                len(wanted) - len(found))
-                    break
-                for records in consumer.poll(timeout_ms=100, max_records=10_000).values():
-                    for record in records:
-                        if record.key in wanted and record.value:
-                            found[wanted[record.key]] = orjson.loads(record.value)
-                for tp in list(pending):
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None and consumer.position(tp) >= highwater:
-                        pending.discard(tp)
-        finally:
-            consumer.close(autocommit=False)
+        for record in read_topic(self.kafka, self.topic, None, self.read_timeout_s):
+            if record.key in wanted and record.value:
+                found[wanted[record.key]] = orjson.loads(record.value)
         return found

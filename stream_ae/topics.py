@@ -44,11 +44,17 @@ def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float
         admin.close()
 
 
-def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+def read_topic(kafka: KafkaSettings, topic: str, expected: int | None = None,
+               timeout_s: float = 60.0) -> list[ConsumerRecord]:
     """Read a topic from the beginning, outside any consumer group.
 
-    Stops once ``expected`` records have been read, or after ``timeout_s`` seconds of
-    reading, whichever comes first; the caller compares the count with what it expected.
+    Args:
+        kafka: connection settings.
+        topic: the topic to read.
+        expected: stop once this many records were read; None reads every partition up to
+            its high watermark as of the read.
+        timeout_s: stop after this many seconds in any case; the caller compares what it
+            got with what it expected.
 
     Returns:
         The records, partition by partition in offset order.
@@ -68,9 +74,22 @@ def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         records: list[ConsumerRecord] = []
-        while len(records) < expected and time.monotonic() < deadline:
+        unfinished = set(assigned)
+
+        def done() -> bool:
+            if expected is not None:
+                return len(records) >= expected
+            for tp in list(unfinished):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and consumer.position(tp) >= highwater:
+                    unfinished.discard(tp)
+            return not unfinished
+
+        while time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200, max_records=10_000).values():
                 records.extend(batch)
+            if done():
+                break
         return records
     finally:
         consumer.close(autocommit=False)
