@@ -62,6 +62,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream_ae.evaluate import evaluate, headline
+
+    report_dir = args.report or args.model.with_name(f"{args.model.stem}-evaluation")
+    report = evaluate(args.model, args.data, report_dir, args.label_column, args.device)
+    summary = headline(report["metrics"])
+    rows = "held-out" if report["held_out_rows"] else "all"
+    print(f"evaluated {report['model']} on {report['events']:,} {rows} rows of {report['dataset']} "
+          f"({report['anomalies']:,} anomalies): AUC-ROC {summary['auc_roc']:.4f}, AUC-PR {summary['auc_pr']:.4f}, "
+          f"F1 {summary['f1']:.4f} at k = {summary['k']}; report in {report_dir}")
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from stream_ae.detector import Detector
 
@@ -125,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", type=Path, default=Path("model.pt"), help="checkpoint to write")
     _add_training_flags(train)
     train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a labelled dataset: metrics, report and plots")
+    evaluate.add_argument("--model", type=Path, required=True, metavar="CKPT", help="checkpoint to evaluate")
+    evaluate.add_argument("--data", type=Path, required=True,
+                          help="labelled dataset; the checkpoint's own training file is scored on its held-out rows")
+    evaluate.add_argument("--label-column", help="label column of a generic table")
+    evaluate.add_argument("--report", type=Path, metavar="DIR",
+                          help="folder for report.json, report.md and the plots (default: CKPT's stem + -evaluation)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     run = commands.add_parser("run", help="run the detector daemon")
     run.add_argument("--config", type=Path, help="YAML settings file")

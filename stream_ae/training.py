@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ class TrainingOptions:
 
     Attributes:
         model: a key of ``models.MODEL_BUILDERS``.
+        hparams: the model constructor's keyword arguments (e.g. ``{"score": "elbo"}`` for
+            ``vae``); empty for the model's defaults. Stored in the checkpoint.
         epochs: upper bound on passes over the training rows.
         batch_size: rows per optimiser step.
         learning_rate: Adam's step size (Kingma & Ba, 2015).
@@ -32,6 +35,7 @@ class TrainingOptions:
     """
 
     model: str = DEFAULT_MODEL
+    hparams: dict[str, Any] = field(default_factory=dict)
     epochs: int = 100
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -58,7 +62,8 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
     and std on the validation rows go into the checkpoint to seed the threshold.
 
     Raises:
-        ValueError: unknown model, or too few normal rows to train (fewer than 10).
+        ValueError: unknown model, a model that does not take the dataset's event kind
+            (``conv`` on transactions), or too few normal rows to train (fewer than 10).
     """
     started = time.perf_counter()
     split = split_normal_rows(dataset.labels, len(dataset.values), options.seed)
@@ -77,7 +82,7 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         return torch.from_numpy((dataset.values[indices] - mean) / std).to(device)
 
     train_x, validation_x = standardised(split.train), standardised(split.validation)
-    model = build_model(options.model, dataset.values.shape[1]).to(device)
+    model = build_model(options.model, dataset.values.shape[1], options.hparams, dataset.kind).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
 
     best_loss, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0

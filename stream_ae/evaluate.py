@@ -1,0 +1,287 @@
+"""``stream-ae evaluate``: score a labelled dataset with a checkpoint; metrics, report and plots.
+
+Given the file the checkpoint was trained on (same sha256), only the rows the training held
+out are scored (``checkpoint.training["split"]["test"]``: the unused normal rows and every
+anomaly); given any other file, every row. The events go through the daemon's own
+:class:`scorer.Scorer`, so the scores are those the detector would stream.
+
+Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
+(``average_precision_score``), precision / recall / F1 (``precision_recall_fscore_support``)
+and the confusion matrix (``confusion_matrix``) at the checkpoint's seed thresholds
+``error_mean + k · error_std`` for k = 1, 2, 3 (an event is flagged when its score is above
+the threshold, as in the daemon), and at the threshold with the best F1 on the evaluated
+rows (``precision_recall_curve``; chosen on those rows, so an upper bound, not a setting).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import (
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from stream_ae.checkpoint import Checkpoint, load_checkpoint
+from stream_ae.datasets import LabelledDataset, load_dataset
+from stream_ae.scorer import Scorer
+
+THRESHOLD_KS = (1, 2, 3)
+HEADLINE_K = 3
+SCORE_BATCH = 8192  # events per forward pass
+
+
+def evaluation_rows(checkpoint: Checkpoint, dataset: LabelledDataset) -> tuple[np.ndarray, bool]:
+    """The rows to score: the held-out rows for the training file, else every row.
+
+    Returns:
+        int64 row indices ``(events,)`` and whether they are the held-out rows.
+    """
+    if checkpoint.training.get("dataset_sha256") == dataset.sha256:
+        return np.asarray(checkpoint.training["split"]["test"], dtype=np.int64), True
+    return np.arange(len(dataset.values), dtype=np.int64), False
+
+
+def score_events(checkpoint: Checkpoint, values: np.ndarray, device: str = "auto") -> np.ndarray:
+    """Anomaly scores of raw (unstandardised) events with the daemon's scorer.
+
+    Args:
+        values: float32 ``(events, features)``.
+
+    Returns:
+        float32 ``(events,)``: the model's score (mean squared reconstruction error of the
+        standardised event, or the VAE's negative ELBO when the checkpoint asks for it).
+    """
+    scorer = Scorer(checkpoint, device)
+    parts = [scorer.score(np.ascontiguousarray(values[start:start + SCORE_BATCH])).errors
+             for start in range(0, len(values), SCORE_BATCH)]
+    return np.concatenate(parts) if parts else np.empty(0, np.float32)
+
+
+def _operating_point(labels: np.ndarray, flags: np.ndarray, threshold: float) -> dict[str, Any]:
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, flags, average="binary",
+                                                               zero_division=0)
+    return {"threshold": float(threshold), "precision": float(precision), "recall": float(recall),
+            "f1": float(f1), "flagged": int(flags.sum()),
+            "confusion_matrix": confusion_matrix(labels, flags, labels=[0, 1]).tolist()}
+
+
+def detection_metrics(labels: np.ndarray, scores: np.ndarray, error_mean: float, error_std: float) -> dict[str, Any]:
+    """Ranking and thresholded metrics of anomaly scores against labels.
+
+    Args:
+        labels: ``(events,)`` with 1 = anomaly.
+        scores: ``(events,)``, higher = more anomalous.
+        error_mean, error_std: score statistics on normal validation rows; the thresholds
+            are ``error_mean + k · error_std`` for k in :data:`THRESHOLD_KS`.
+
+    Returns:
+        ``auc_roc``, ``auc_pr``, ``thresholds`` (one operating point per k: ``k``,
+        ``threshold``, ``precision``, ``recall``, ``f1``, ``flagged``, ``confusion_matrix``
+        as ``[[tn, fp], [fn, tp]]``), and ``best_f1`` (the operating point with the best F1
+        over every threshold, flagging scores ``>=`` it, as ``precision_recall_curve`` does).
+
+    Raises:
+        ValueError: the labels hold only one class, so no ranking metric is defined.
+    """
+    labels = np.asarray(labels).astype(np.int8)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("evaluation needs both normal and anomalous rows; the labels hold one class")
+    precision, recall, cut_points = precision_recall_curve(labels, scores)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.nan_to_num(2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1]))
+    best = cut_points[int(np.argmax(f1))]
+    return {
+        "auc_roc": float(roc_auc_score(labels, scores)),
+        "auc_pr": float(average_precision_score(labels, scores)),
+        "thresholds": [{"k": k, **_operating_point(labels, scores > error_mean + k * error_std,
+                                                   error_mean + k * error_std)}
+                       for k in THRESHOLD_KS],
+        "best_f1": _operating_point(labels, scores >= best, best),
+    }
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The one-line summary: AUC-ROC, AUC-PR and precision / recall / F1 at k = 3."""
+    at_k = next(point for point in metrics["thresholds"] if point["k"] == HEADLINE_K)
+    return {"auc_roc": metrics["auc_roc"], "auc_pr": metrics["auc_pr"], "k": HEADLINE_K,
+            "threshold": at_k["threshold"], "precision": at_k["precision"], "recall": at_k["recall"],
+            "f1": at_k["f1"], "best_f1": metrics["best_f1"]["f1"]}
+
+
+# -- plots (matplotlib's object API: figures rendered by Agg, no pyplot state) -------------
+
+def _plot_error_distribution(path: Path, labels: np.ndarray, scores: np.ndarray,
+                             metrics: dict[str, Any], title: str) -> None:
+    """Histogram of the score per class (each normalised to its own total), threshold lines."""
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.subplots()
+    positive = bool((scores > 0).all())
+    low, high = float(scores.min()), float(scores.max())
+    bins = np.geomspace(low, high, 80) if positive and high > low else 80
+    for label, name, colour in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
+        chosen = scores[labels == label]
+        axes.hist(chosen, bins=bins, density=True, histtype="stepfilled", alpha=0.45, color=colour,
+                  label=f"{name} ({len(chosen):,})")
+    if positive:
+        axes.set_xscale("log")
+    styles = {1: ":", 2: "-.", 3: "--"}
+    for point in metrics["thresholds"]:
+        axes.axvline(point["threshold"], color="black", linestyle=styles.get(point["k"], "--"), linewidth=1.2,
+                     label=f"k = {point['k']}: {point['threshold']:.3g} (F1 {point['f1']:.2f})")
+    best = metrics["best_f1"]
+    axes.axvline(best["threshold"], color="tab:green", linewidth=1.2,
+                 label=f"best F1 on these rows: {best['threshold']:.3g} (F1 {best['f1']:.2f})")
+    axes.set_xlabel("anomaly score" + (" (log scale)" if positive else ""))
+    axes.set_ylabel("density within class")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray, title: str) -> None:
+    figure = Figure(figsize=(5, 5))
+    axes = figure.subplots()
+    RocCurveDisplay.from_predictions(labels, scores, ax=axes, name="autoencoder score",
+                                     plot_chance_level=True)
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _plot_precision_recall(path: Path, labels: np.ndarray, scores: np.ndarray,
+                           metrics: dict[str, Any], title: str) -> None:
+    figure = Figure(figsize=(5, 5))
+    axes = figure.subplots()
+    PrecisionRecallDisplay.from_predictions(labels, scores, ax=axes, name="autoencoder score",
+                                            plot_chance_level=True)
+    for point in metrics["thresholds"]:
+        axes.plot(point["recall"], point["precision"], "o", label=f"k = {point['k']}")
+    axes.legend(fontsize=8)
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _plot_loss(path: Path, history: dict[str, list[float]], title: str) -> None:
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    epochs = np.arange(1, len(history.get("train_loss", [])) + 1)
+    axes.plot(epochs, history.get("train_loss", []), label="training loss (the model's objective)")
+    axes.plot(epochs, history.get("validation_loss", []), label="validation score (mean over normal rows)")
+    axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss (log scale)")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+# -- report --------------------------------------------------------------------------------
+
+PLOTS = {"error_distribution": "error_distribution.png", "roc": "roc.png",
+         "precision_recall": "precision_recall.png", "loss": "loss.png"}
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    metrics = report["metrics"]
+    points = [*metrics["thresholds"], {**metrics["best_f1"], "k": "best F1"}]
+    rows = "\n".join(
+        f"| {p['k']} | {p['threshold']:.4g} | {p['flagged']:,} | {p['precision']:.4f} | {p['recall']:.4f} "
+        f"| {p['f1']:.4f} | {p['confusion_matrix'][0][0]:,} | {p['confusion_matrix'][0][1]:,} "
+        f"| {p['confusion_matrix'][1][0]:,} | {p['confusion_matrix'][1][1]:,} |" for p in points)
+    training = report["training"]
+    which = "the rows its training held out" if report["held_out_rows"] else "every row (not its training file)"
+    return f"""# Evaluation of {report['model']} on {report['dataset']}
+
+- checkpoint: `{report['checkpoint']}` (sha256 `{report['checkpoint_sha256'][:12]}`), hyper-parameters `{json.dumps(report['hparams'])}`
+- data: `{report['data']}`, {which}: {report['events']:,} events, {report['anomalies']:,} anomalies
+- training: {training.get('epochs_run')} epochs in {training.get('wall_time_s', float('nan')):.1f} s, seed {training.get('seed')}
+
+| AUC-ROC | AUC-PR |
+|---|---|
+| {metrics['auc_roc']:.4f} | {metrics['auc_pr']:.4f} |
+
+Thresholds: `error_mean + k · error_std` from the checkpoint (mean {report['error_mean']:.4g}, std {report['error_std']:.4g}); an event is flagged above it. The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
+
+| k | threshold | flagged | precision | recall | F1 | TN | FP | FN | TP |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+![score distribution per class]({PLOTS['error_distribution']})
+
+![ROC curve]({PLOTS['roc']}) ![precision-recall curve]({PLOTS['precision_recall']})
+
+![loss per epoch]({PLOTS['loss']})
+"""
+
+
+def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Path | str,
+             label_column: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Score a labelled dataset with a checkpoint and write the report.
+
+    Writes ``report.json``, ``report.md`` and the PNG plots of :data:`PLOTS` into
+    ``report_dir`` (created if needed).
+
+    Returns:
+        The report as written to ``report.json`` (its ``metrics`` as in :func:`detection_metrics`).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read.
+        DatasetError: the dataset cannot be read.
+        ValueError: the dataset is unlabelled, holds one class, or does not fit the model.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    dataset = load_dataset(data_path, label_column)
+    if dataset.labels is None:
+        raise ValueError(f"{data_path}: evaluation needs a labelled dataset")
+    if dataset.kind != checkpoint.kind or list(dataset.feature_names) != list(checkpoint.feature_names):
+        raise ValueError(f"{data_path}: its {dataset.kind} events with {len(dataset.feature_names)} features do not "
+                         f"fit {checkpoint.describe()}")
+    rows, held_out = evaluation_rows(checkpoint, dataset)
+    labels = dataset.labels[rows]
+    scores = score_events(checkpoint, dataset.values[rows], device)
+    metrics = detection_metrics(labels, scores, checkpoint.error_mean, checkpoint.error_std)
+    training = checkpoint.training
+    report = {
+        "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint.sha256,
+        "model": checkpoint.model_name, "hparams": checkpoint.hparams,
+        "dataset": dataset.name, "data": str(data_path), "dataset_sha256": dataset.sha256,
+        "held_out_rows": held_out, "events": int(len(rows)), "anomalies": int(labels.sum()),
+        "error_mean": checkpoint.error_mean, "error_std": checkpoint.error_std,
+        "training": {key: training[key] for key in ("seed", "epochs_run", "wall_time_s") if key in training},
+        "metrics": metrics,
+        "plots": dict(PLOTS),
+    }
+    directory = Path(report_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    title = f"{checkpoint.model_name} on {dataset.name}"
+    _plot_error_distribution(directory / PLOTS["error_distribution"], labels, scores, metrics,
+                             f"{title}: score per class")
+    _plot_roc(directory / PLOTS["roc"], labels, scores, f"{title}: ROC")
+    _plot_precision_recall(directory / PLOTS["precision_recall"], labels, scores, metrics,
+                           f"{title}: precision-recall")
+    _plot_loss(directory / PLOTS["loss"], training.get("history", {}), f"{title}: loss per epoch")
+    (directory / "report.json").write_text(json.dumps(report, indent=2, default=_plain))
+    (directory / "report.md").write_text(_markdown(report))
+    return report
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy values in hyper-parameters."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,48 @@
+"""Every model of the family serves in the daemon: events in through a real broker, a score out per event."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_ae.checkpoint import save_checkpoint
+from stream_ae.datasets import synthetic_transactions
+from stream_ae.evaluate import score_events
+from stream_ae.models import MODEL_BUILDERS
+from stream_ae.replay import event_id, replay
+from stream_ae.topics import ensure_topics, read_topic
+from stream_ae.training import TrainingOptions, train_autoencoder
+from tests.conftest import RunningDetector, detector_settings
+from tests.test_models import synthetic_windows
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 120
+CASES = [(name, {}) for name in sorted(MODEL_BUILDERS)] + [("vae", {"score": "elbo"})]
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=[f"{n}-{h['score']}" if h else n for n, h in CASES])
+def test_each_model_scores_every_streamed_event(name, hparams, broker, topic_names, tmp_path):
+    dataset = synthetic_windows() if name == "conv" else synthetic_transactions(rows=1200, seed=4)
+    checkpoint = train_autoencoder(dataset, TrainingOptions(model=name, hparams=hparams, epochs=3, seed=1,
+                                                            device="cpu", progress=False))
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(checkpoint, path)
+    settings = detector_settings(broker, topic_names, path)
+    topic, scores_topic = settings.topics.input[0], settings.topics.scores
+    ensure_topics(settings.kafka, {topic: 2, scores_topic: 1})
+    rows = np.asarray(checkpoint.training["split"]["test"])[:EVENTS]
+
+    with RunningDetector(settings, checkpoint) as running:
+        replay(dataset, rows, settings.kafka, topic, progress=False)
+        totals = running.wait_accounted(len(rows))
+    assert totals["events_scored"] == len(rows) and totals["dead_lettered"] == 0
+
+    records = [orjson.loads(record.value) for record in read_topic(settings.kafka, scores_topic, len(rows))]
+    streamed = {record["event_id"]: record for record in records}
+    assert set(streamed) == {event_id(dataset, row) for row in rows}
+    assert {record["model"] for record in records} == {name}
+    offline = score_events(checkpoint, dataset.values[rows], "cpu")
+    served = np.array([streamed[event_id(dataset, row)]["reconstruction_error"] for row in rows])
+    np.testing.assert_allclose(served, offline, rtol=1e-4, atol=1e-6)
