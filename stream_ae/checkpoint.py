@@ -37,7 +37,9 @@ class Checkpoint:
         scaler_mean, scaler_std: float32 arrays of shape ``(features,)``; the model sees
             ``(x - mean) / std``.
         error_mean, error_std: mean and standard deviation of the reconstruction error on
-            held-out normal (validation) rows; they seed the adaptive threshold.
+            held-out normal (validation) rows, for reports.
+        validation_errors: float32 ``(validation rows,)``, those errors themselves; the
+            adaptive threshold is seeded from them (``threshold.seed_statistics``).
         training: provenance: seed, dataset name and sha256, split indices, epochs run,
             wall time (seconds), per-epoch train/validation loss.
         sha256: digest of the file it was loaded from (empty before saving).
@@ -52,6 +54,7 @@ class Checkpoint:
     scaler_std: np.ndarray
     error_mean: float
     error_std: float
+    validation_errors: np.ndarray
     training: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
 
@@ -109,6 +112,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path | str) -> str:
         "scaler_std": torch.as_tensor(checkpoint.scaler_std, dtype=torch.float32),
         "error_mean": float(checkpoint.error_mean),
         "error_std": float(checkpoint.error_std),
+        "validation_errors": torch.as_tensor(checkpoint.validation_errors, dtype=torch.float32),
         "training": _as_plain(checkpoint.training),
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
@@ -155,6 +159,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         scaler_std=payload["scaler_std"].numpy(),
         error_mean=float(payload["error_mean"]),
         error_std=float(payload["error_std"]),
+        validation_errors=payload["validation_errors"].numpy(),
         training=_as_numpy(payload["training"]),
         sha256=hashlib.sha256(raw).hexdigest(),
     )

@@ -134,9 +134,15 @@ class ModelSettings(_Section):
 
 
 class ThresholdSettings(_Section):
-    """Adaptive threshold = mean + k * std of the reconstruction error, per partition."""
+    """Adaptive threshold = mean + k * std of the reconstruction error, per partition.
+
+    ``scale: log`` (the default) takes the mean and std of the logarithm of the error:
+    reconstruction errors are heavy-tailed, and a few large errors among normal events
+    inflate a plain std until the bar sits above most anomalies.
+    """
 
     k: float = Field(3.0, gt=0)
+    scale: Literal["log", "linear"] = "log"
     half_life_events: int = Field(20_000, gt=0, description="events for a sample's weight to halve")
     warmup_events: int = Field(500, ge=0, description="events per partition on the seeded threshold")
 

@@ -99,8 +99,8 @@ class Detector:
                                     settings.events.max_record_bytes)
         self.scorer = Scorer(checkpoint, settings.model.device, settings.alerts.top_features,
                              settings.alerts.window_segments)
-        self.threshold = AdaptiveThreshold(settings.threshold, checkpoint.error_mean,
-                                           checkpoint.error_std)
+        self.threshold = AdaptiveThreshold.from_validation_errors(settings.threshold,
+                                                                  checkpoint.validation_errors)
         self.model = ModelIdentity(checkpoint.model_name, checkpoint.sha256)
         self.metrics.model_info.clear()
         self.metrics.model_info.labels(self.model.name, self.model.checkpoint_sha256).set(1)

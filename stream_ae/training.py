@@ -124,6 +124,7 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         scaler_std=std,
         error_mean=float(errors.mean()),
         error_std=float(errors.std()),
+        validation_errors=errors.astype(np.float32),
         training={
             "dataset": dataset.name,
             "dataset_sha256": dataset.sha256,

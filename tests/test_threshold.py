@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_ae.config import ThresholdSettings
-from stream_ae.threshold import AdaptiveThreshold
+from stream_ae.threshold import AdaptiveThreshold, seed_statistics, seeded_threshold
 
 P0, P1 = ("events", 0), ("events", 1)
 
@@ -21,7 +21,8 @@ def feed(threshold: AdaptiveThreshold, errors: np.ndarray, key=P0, batch: int = 
 
 
 def make(k=3.0, half_life=500, warmup=0, mean=1.0, std=0.1) -> AdaptiveThreshold:
-    return AdaptiveThreshold(ThresholdSettings(k=k, half_life_events=half_life, warmup_events=warmup), mean, std)
+    settings = ThresholdSettings(k=k, scale="linear", half_life_events=half_life, warmup_events=warmup)
+    return AdaptiveThreshold(settings, mean, std)
 
 
 def test_seeded_from_the_checkpoint_statistics():
@@ -92,3 +93,25 @@ def test_warmup_keeps_the_seeded_threshold():
     assert threshold.threshold(P0) == pytest.approx(1.3)
     feed(threshold, np.full(200, 0.5))
     assert threshold.threshold(P0) < 0.6
+
+
+def test_seed_is_the_fixed_point_of_the_exclusion_rule():
+    rng = np.random.default_rng(6)
+    errors = np.concatenate([rng.normal(1.0, 0.1, 990), np.full(10, 50.0)])  # a few huge errors
+    mean, std = seed_statistics(errors, 3.0, "linear")
+    assert mean == pytest.approx(1.0, abs=0.02) and std == pytest.approx(0.1, rel=0.1)
+    kept = errors[errors <= mean + 3 * std]
+    assert (kept.mean(), kept.std()) == pytest.approx((mean, std))
+    assert errors.mean() + 3 * errors.std() > 10 * seeded_threshold(errors, 3.0, "linear")
+
+
+def test_log_scale_thresholds_log_normal_errors_in_error_units():
+    rng = np.random.default_rng(7)
+    errors = np.exp(rng.normal(-2.0, 0.5, 20_000))
+    settings = ThresholdSettings(k=3.0, scale="log", half_life_events=1000, warmup_events=0)
+    threshold = AdaptiveThreshold.from_validation_errors(settings, errors)
+    assert threshold.threshold(P0) == pytest.approx(np.exp(-2.0 + 3 * 0.5), rel=0.05)
+    verdict = threshold.apply([P0], np.zeros(3, np.int32), np.array([0.05, 1.0, 5.0]))
+    assert verdict.flags.tolist() == [False, True, True]
+    np.testing.assert_allclose(verdict.zscores, (np.log([0.05, 1.0, 5.0]) + 2.0) / 0.5, rtol=0.06)
+    assert threshold.apply([P0], np.zeros(1, np.int32), np.array([0.0])).flags.tolist() == [False]

@@ -23,6 +23,7 @@ from stream_ae.broker import free_port
 from stream_ae.codec import encode_event
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.sink import KafkaSink
+from stream_ae.threshold import seeded_threshold
 from stream_ae.topics import ensure_topics, read_topic
 from tests.conftest import RunningDetector, detector_settings, wait_for
 
@@ -224,11 +225,17 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
         assert running.detector.metrics.totals()["alerts"] - alerts_before == 400, "every burst event flagged"
         assert after_burst == settled, "a burst of anomalies must not move the threshold"
 
-        shifted = DATASET.values + rng.normal(scale=0.5, size=DATASET.values.shape) * checkpoint.scaler_std
+        shifted = (DATASET.values + rng.normal(scale=0.5, size=DATASET.values.shape)
+                   * checkpoint.scaler_std).astype(np.float32)
+        shifted_rows = rng.choice(normal_rows, 3000)
         alerts_before = running.detector.metrics.totals()["alerts"]
-        after_shift = phase(events(rng.choice(normal_rows, 3000), shifted.astype(np.float32)))
+        after_shift = phase(events(shifted_rows, shifted))
         shift_alerts = running.detector.metrics.totals()["alerts"] - alerts_before
-    assert after_shift > settled * 1.1, "the threshold rises with a shifted stream"
+        shifted_errors = running.detector.scorer.score(shifted[shifted_rows[-1500:]]).errors
+    # the bar moved to where the shifted stream's own statistics put it
+    target = seeded_threshold(shifted_errors, settings.threshold.k, settings.threshold.scale)
+    assert abs(after_shift - settled) > 0.2 * settled, "the threshold moved with the stream"
+    assert after_shift == pytest.approx(target, rel=0.2)
     assert shift_alerts < 0.1 * 3000, "the shifted level becomes normal, not a stream of alerts"
 
 
