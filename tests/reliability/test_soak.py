@@ -110,10 +110,14 @@ def test_one_million_events_resident_memory_stays_flat(broker, topic_names, synt
     rss_after_warmup = after_warmup[0][2]
     rss_end = samples[-1][2]
     growth = max(sample[2] for sample in after_warmup) - rss_after_warmup
+    # RSS (MB) at the first sample past each 100k events: the trend, for the report
+    trend = [next(round(rss) for _, consumed, rss in samples if consumed >= mark)
+             for mark in range(WARMUP, EVENTS + 1, WARMUP)]
     print(f"\nsoak: events={totals['events_consumed']} rss_after_warmup_mb={rss_after_warmup:.1f} "
           f"rss_end_mb={rss_end:.1f} growth_mb={growth:.1f} events_per_s={EVENTS / finished:.0f} "
           f"(alerts={totals['alerts']}, rss samples={len(samples)}, "
-          f"rss at start={samples[0][2]:.1f} MB, peak={max(s[2] for s in samples):.1f} MB)")
+          f"rss at start={samples[0][2]:.1f} MB, peak={max(s[2] for s in samples):.1f} MB, "
+          f"rss per 100k events={trend})")
     # one daemon, no rebalance: every event read, committed and scored exactly once
     assert totals["events_consumed"] == totals["events_scored"] == EVENTS
     assert len(after_warmup) >= 10, "enough samples after warm-up to see a trend"
