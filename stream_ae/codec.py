@@ -1,22 +1,46 @@
 """Records ↔ events: decoding consumed records into a batch, encoding events for producers.
 
-Wire format (JSON, UTF-8, one object per record):
+Two payloads are accepted, record by record, in the same topic:
+
+JSON (UTF-8, one object per record):
 
 * transaction: ``{"id": "tx-1", "V1": -1.36, ..., "Amount": 149.62}``: every feature named in
   the checkpoint must be present and numeric; other fields are ignored;
 * window: ``{"id": "beat-7", "samples": [-0.11, ...]}``: exactly the checkpoint's window length.
 
-A record that fails goes to the dead-letter topic with one of the ``REASONS`` below.
+Compact binary (for producers that control the format), little-endian::
+
+    offset  size       field
+    0       2          magic  b"\\xaeA" (0xAE 0x41; 0xAE never starts UTF-8 text, so a
+                       binary record is never mistaken for JSON)
+    2       1          version, uint8: 1
+    3       1          flags, uint8: 0 (reserved)
+    4       4          count, uint32: number of values that follow
+    8       4 * count  values, float32: the features in the checkpoint's order (the
+                       window's samples for windows)
+
+A binary event has no id field (``event_ids`` holds None; alerts name it by
+topic-partition-offset). A record that fails goes to the dead-letter topic with one of
+the ``REASONS`` below.
+
+Decoding is batched: JSON goes through orjson, one call per record, and a feature lookup
+done in C (``operator.itemgetter``); binary records are joined and read with one
+``numpy.frombuffer``; both land in a preallocated float32 array (pinned host memory when
+CUDA is used, so the copy to the device can be asynchronous).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import orjson
+import torch
 
 REASONS = (
     "empty",             # no value, or zero bytes
@@ -28,7 +52,14 @@ REASONS = (
     "non_numeric",       # a feature or sample is not a JSON number (strings, booleans, null)
     "non_finite",        # NaN, Infinity, or a number beyond float32's range
     "wrong_window_length",  # a window whose sample count differs from the model's
+    "binary_unsupported_version",  # binary magic, but a version or flags this decoder does not know
+    "binary_bad_length",   # binary record shorter than its header, or not 8 + 4 * count bytes
+    "binary_wrong_count",  # binary value count differs from the model's features (window length)
 )
+
+BINARY_MAGIC = b"\xaeA"
+BINARY_VERSION = 1
+BINARY_HEADER = struct.Struct("<2sBBI")  # magic, version, flags, count: 8 bytes
 
 _NUMBER_TYPES = frozenset({int, float})
 
@@ -43,6 +74,23 @@ class Record(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+
+
+class RecordColumns(Protocol):
+    """A micro-batch that hands out its records' fields a column at a time.
+
+    A source whose client has no record objects with attributes (confluent-kafka's
+    ``Message`` has methods) returns this instead of a list, so that no Python object is
+    built per record on the hot path; records are materialised only when indexed.
+    """
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Record: ...
+    def __iter__(self): ...
+    def columns(self) -> tuple[list[bytes | None], list[tuple[str, int]], list[int]]:
+        """``(values, (topic, partition) pairs, timestamps in ms)``, one entry per record."""
+    def take(self, indices: Sequence[int]) -> "RecordColumns":
+        """The records at ``indices``, in that order."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +108,7 @@ class Batch:
 
     Attributes:
         values: float32 array of shape ``(events, features)`` (``features`` = window length
-            for windows).
+            for windows): a view of the decoder's buffer, valid until its next ``decode``.
         records: the source record of each event (topic, partition, offset, key, timestamp).
         event_ids: the event's id field, or None where absent.
         partition_index: int32 array ``(events,)`` indexing ``partitions``.
@@ -69,7 +117,7 @@ class Batch:
     """
 
     values: np.ndarray
-    records: list[Record]
+    records: Sequence[Record]
     event_ids: list[str | None]
     partition_index: np.ndarray
     partitions: list[tuple[str, int]]
@@ -109,10 +157,25 @@ def _parse_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     return parsed
 
 
-def _check_numbers(values: list[Any], what: str) -> None:
+def _check_numbers(values: Sequence[Any], what: str) -> None:
     if not set(map(type, values)) <= _NUMBER_TYPES:
         bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
         raise _Invalid("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
+
+
+def _columns(records: Sequence[Record]) -> tuple[list[bytes | None], list[tuple[str, int]], list[int]]:
+    columns = getattr(records, "columns", None)
+    if columns is not None:
+        return columns()
+    return ([r.value for r in records], [(r.topic, r.partition) for r in records],
+            [r.timestamp for r in records])
+
+
+def _take(records: Sequence[Record], indices: list[int]) -> Sequence[Record]:
+    if len(indices) == len(records):
+        return records
+    take = getattr(records, "take", None)
+    return take(indices) if take is not None else [records[i] for i in indices]
 
 
 class EventDecoder:
@@ -125,21 +188,43 @@ class EventDecoder:
         id_field: name of the optional id field.
         samples_field: name of the window's samples array.
         max_record_bytes: larger records are rejected as ``oversize``.
+        pinned: allocate the values buffer in page-locked host memory (for non-blocking
+            copies to a CUDA device); None pins when CUDA is available.
     """
 
     def __init__(self, feature_names: list[str], window_length: int | None, id_field: str = "id",
-                 samples_field: str = "samples", max_record_bytes: int = 1_000_000) -> None:
+                 samples_field: str = "samples", max_record_bytes: int = 1_000_000,
+                 pinned: bool | None = None) -> None:
         self.feature_names = list(feature_names)
         self.window_length = window_length
         self.id_field = id_field
         self.samples_field = samples_field
         self.max_record_bytes = max_record_bytes
         self.width = window_length if window_length is not None else len(self.feature_names)
+        self.pinned = torch.cuda.is_available() if pinned is None else pinned
+        # transactions: one C call picks every feature, always as a tuple
+        names = self.feature_names
+        self._pick = (itemgetter(*names) if len(names) > 1
+                      else (lambda event, name=names[0]: (event[name],)))
+        self._buffer = np.empty((0, self.width), np.float32)
+        self._binary_row = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"),
+                                     ("count", "<u4"), ("values", "<f4", (self.width,))])
 
-    def _row(self, event: dict[str, Any]) -> list[Any]:
+    def _reserve(self, rows: int) -> np.ndarray:
+        """The values buffer, grown to a power of two of at least ``rows`` rows."""
+        if len(self._buffer) < rows:
+            capacity = 1 << max(rows - 1, 0).bit_length()
+            if self.pinned:
+                self._buffer = torch.empty((capacity, self.width), dtype=torch.float32).pin_memory().numpy()
+            else:
+                self._buffer = np.empty((capacity, self.width), np.float32)
+        return self._buffer
+
+    def _row(self, event: dict[str, Any]) -> Sequence[Any]:
+        """The event's numbers, checked one by one (the cold path that names the fault)."""
         if self.window_length is None:
             try:
-                row = [event[name] for name in self.feature_names]
+                row = self._pick(event)
             except KeyError as exc:
                 raise _Invalid("missing_field", f"field {exc.args[0]!r} is absent") from None
             _check_numbers(row, "feature")
@@ -154,48 +239,165 @@ class EventDecoder:
         _check_numbers(row, "sample")
         return row
 
-    def decode(self, records: Iterable[Record]) -> tuple[Batch, list[Rejected]]:
+    def _fast_row(self, event: Any) -> Sequence[Any]:
+        """The event's numbers, types unchecked; any exception sends the record to :meth:`_row`."""
+        if self.window_length is None:
+            return self._pick(event)
+        row = event[self.samples_field]
+        if type(row) is not list or len(row) != self.window_length:
+            raise ValueError
+        return row
+
+    def decode(self, records: Sequence[Record] | Iterable[Record]) -> tuple[Batch, list[Rejected]]:
         """Decode records into a batch of valid events and a list of rejected records.
+
+        Args:
+            records: a micro-batch, a sequence of :class:`Record` or :class:`RecordColumns`.
 
         Returns:
             ``(batch, rejected)``; every input record is in exactly one of the two.
+            ``batch.values`` is a view of this decoder's buffer, overwritten by the next call.
         """
-        rows: list[list[Any]] = []
-        accepted: list[Record] = []
-        ids: list[str | None] = []
-        rejected: list[Rejected] = []
-        for record in records:
+        if not hasattr(records, "__getitem__"):
+            records = list(records)
+        values, keys, stamps = _columns(records)
+        loads, fast_row, limit, id_field = orjson.loads, self._fast_row, self.max_record_bytes, self.id_field
+        json_at: list[int] = []
+        json_rows: list[Sequence[Any]] = []
+        binary_at: list[int] = []
+        ids: list[Any] = [None] * len(values)
+        failed: dict[int, _Invalid] = {}
+        for index, value in enumerate(values):
             try:
-                event = _parse_object(record.value, self.max_record_bytes)
-                rows.append(self._row(event))
+                if len(value) > limit:
+                    raise _Invalid("oversize", f"{len(value)} bytes > limit of {limit}")
+                if value[:2] == BINARY_MAGIC:
+                    binary_at.append(index)
+                    continue
+                event = loads(value)
+                row = fast_row(event)
+                ids[index] = event.get(id_field)
             except _Invalid as invalid:
-                rejected.append(Rejected(record, invalid.reason, invalid.detail))
+                failed[index] = invalid
                 continue
-            accepted.append(record)
-            event_id = event.get(self.id_field)
-            ids.append(None if event_id is None else str(event_id))
+            except Exception:  # cold path: parse again, step by step, to name the reason
+                try:
+                    event = _parse_object(value, limit)
+                    row = self._row(event)
+                    ids[index] = event.get(id_field)
+                except _Invalid as invalid:
+                    failed[index] = invalid
+                    continue
+            json_at.append(index)
+            json_rows.append(row)
+        if not set(map(type, chain.from_iterable(json_rows))) <= _NUMBER_TYPES:
+            json_at, json_rows = self._drop_non_numeric(json_at, json_rows, failed)
 
-        values = np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
-        with np.errstate(over="ignore"):
-            values = values.astype(np.float32)
-        finite = np.isfinite(values).all(axis=1)
+        binary_values = self._decode_binary([values[i] for i in binary_at], binary_at, failed)
+        accepted = sorted(json_at + binary_at) if binary_at and json_at else (json_at or binary_at)
+        out = self._reserve(len(accepted))[:len(accepted)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if json_at and binary_at:
+                position = {index: slot for slot, index in enumerate(accepted)}
+                out[[position[i] for i in binary_at]] = binary_values
+                self._fill(out, json_rows, json_at, failed, [position[i] for i in json_at])
+            elif json_at:
+                self._fill(out, json_rows, json_at, failed)
+            else:
+                out[:] = binary_values
+        finite = np.isfinite(out).all(axis=1)
         if not finite.all():
-            for index in np.flatnonzero(~finite):
-                rejected.append(Rejected(accepted[index], "non_finite", "a value beyond float32's range"))
-            keep = np.flatnonzero(finite)
-            values = values[keep]
-            accepted = [accepted[i] for i in keep]
-            ids = [ids[i] for i in keep]
-        return _assemble(values, accepted, ids), rejected
+            for slot in np.flatnonzero(~finite):
+                failed.setdefault(accepted[slot], _Invalid("non_finite", "a value beyond float32's range"))
+        keep = [slot for slot, index in enumerate(accepted) if index not in failed] if failed else accepted
+        if len(keep) < len(accepted):
+            kept = out[keep]
+            out = out[:len(keep)]
+            out[:] = kept
+            accepted = [accepted[slot] for slot in keep]
+        rejected = [Rejected(records[index], invalid.reason, invalid.detail)
+                    for index, invalid in sorted(failed.items())]
+        return self._assemble(out, records, accepted, ids, keys, stamps), rejected
 
+    @staticmethod
+    def _fill(out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _Invalid],
+              slots: list[int] | None = None) -> None:
+        """Write JSON rows into ``out`` (at ``slots``, default in order); a number too large
+        even for float64 (a huge JSON integer) fails only its own record, as non-finite."""
+        try:
+            if slots is None:
+                out[:] = rows
+            else:
+                out[slots] = rows
+            return
+        except OverflowError:
+            pass
+        for n, row in enumerate(rows):
+            try:
+                out[n if slots is None else slots[n]] = row
+            except OverflowError:
+                failed[at[n]] = _Invalid("non_finite", "a number beyond float64's range")
 
-def _assemble(values: np.ndarray, records: list[Record], ids: list[str | None]) -> Batch:
-    slots: dict[tuple[str, int], int] = {}
-    partition_index = np.fromiter(
-        (slots.setdefault((r.topic, r.partition), len(slots)) for r in records),
-        dtype=np.int32, count=len(records))
-    timestamps = np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records))
-    return Batch(values, records, ids, partition_index, list(slots), timestamps)
+    def _drop_non_numeric(self, at: list[int], rows: list[Sequence[Any]],
+                          failed: dict[int, _Invalid]) -> tuple[list[int], list[Sequence[Any]]]:
+        kept_at, kept_rows = [], []
+        what = "feature" if self.window_length is None else "sample"
+        for index, row in zip(at, rows):
+            try:
+                _check_numbers(row, what)
+            except _Invalid as invalid:
+                failed[index] = invalid
+                continue
+            kept_at.append(index)
+            kept_rows.append(row)
+        return kept_at, kept_rows
+
+    def _decode_binary(self, values: list[bytes], at: list[int], failed: dict[int, _Invalid]) -> np.ndarray:
+        """``(k, width)`` values of the well-formed binary records among ``values``; the others
+        go to ``failed`` and are removed from ``at`` (in place)."""
+        size = BINARY_HEADER.size + 4 * self.width
+        for n in reversed(range(len(values))):
+            value = values[n]
+            if len(value) == size:
+                continue
+            if len(value) < BINARY_HEADER.size:
+                reason = _Invalid("binary_bad_length", f"{len(value)} bytes, shorter than the 8-byte header")
+            else:
+                _, version, flags, count = BINARY_HEADER.unpack_from(value)
+                reason = self._binary_header_fault(version, flags, count, len(value))
+            failed[at[n]] = reason
+            del values[n], at[n]
+        rows = np.frombuffer(b"".join(values), dtype=self._binary_row)
+        bad = (rows["version"] != BINARY_VERSION) | (rows["flags"] != 0) | (rows["count"] != self.width)
+        for n in reversed(np.flatnonzero(bad).tolist()):
+            row = rows[n]
+            failed[at[n]] = self._binary_header_fault(int(row["version"]), int(row["flags"]),
+                                                      int(row["count"]), size)
+            del at[n]
+        return rows["values"][~bad]
+
+    def _binary_header_fault(self, version: int, flags: int, count: int, length: int) -> _Invalid:
+        if version != BINARY_VERSION or flags != 0:
+            return _Invalid("binary_unsupported_version",
+                            f"version {version}, flags {flags}; this decoder reads version "
+                            f"{BINARY_VERSION} with flags 0")
+        if length != BINARY_HEADER.size + 4 * count:
+            return _Invalid("binary_bad_length",
+                            f"{length} bytes, but the header announces {count} values "
+                            f"({BINARY_HEADER.size + 4 * count} bytes)")
+        return _Invalid("binary_wrong_count", f"{count} values, expected {self.width}")
+
+    @staticmethod
+    def _assemble(values: np.ndarray, records: Sequence[Record], accepted: list[int], ids: list[Any],
+                  keys: list[tuple[str, int]], stamps: list[int]) -> Batch:
+        slots: dict[tuple[str, int], int] = {}
+        partition_index = np.fromiter((slots.setdefault(keys[i], len(slots)) for i in accepted),
+                                      dtype=np.int32, count=len(accepted))
+        timestamps = np.array(stamps, dtype=np.int64)
+        event_ids = [None if ids[i] is None else str(ids[i]) for i in accepted]
+        if len(accepted) != len(stamps):
+            timestamps = timestamps[accepted]
+        return Batch(values, _take(records, accepted), event_ids, partition_index, list(slots), timestamps)
 
 
 def encode_event(values: np.ndarray, feature_names: list[str], window: bool, event_id: str) -> bytes:
@@ -213,3 +415,14 @@ def encode_event(values: np.ndarray, feature_names: list[str], window: bool, eve
     event: dict[str, Any] = {"id": event_id}
     event.update(zip(feature_names, numbers))
     return orjson.dumps(event)
+
+
+def encode_binary(values: np.ndarray) -> bytes:
+    """Encode one event in the compact binary payload (layout in the module docstring).
+
+    Args:
+        values: ``(features,)`` numbers of one event, in the checkpoint's feature order
+            (a window's samples); cast to float32.
+    """
+    row = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+    return BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, 0, len(row)) + row.tobytes()

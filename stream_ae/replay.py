@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from stream_ae.codec import encode_event
+from stream_ae.codec import encode_binary, encode_event
 from stream_ae.config import KafkaSettings
 from stream_ae.datasets import LabelledDataset
 from stream_ae.sink import KafkaSink
@@ -35,8 +35,9 @@ class ReplayReport:
 
 
 def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, topic: str,
-           rate_eps: float | None = None, progress: bool = True) -> ReplayReport:
-    """Produce the given rows of ``dataset`` into ``topic`` as JSON events.
+           rate_eps: float | None = None, progress: bool = True,
+           payload_format: str = "json") -> ReplayReport:
+    """Produce the given rows of ``dataset`` into ``topic`` as events.
 
     Each record is keyed by the event id, carries the row's label (``0``/``1``) in the
     ``label`` header, never in the payload, and is acknowledged by the broker before this
@@ -49,10 +50,15 @@ def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, top
         topic: target topic.
         rate_eps: events per second; None sends as fast as the producer can.
         progress: show a progress bar on stderr.
+        payload_format: ``json`` (with the id field) or ``binary`` (the compact float32
+            payload of :mod:`stream_ae.codec`; the id travels only as the record key).
 
     Raises:
         DeliveryError: the broker refused or did not acknowledge some records.
+        ValueError: an unknown ``payload_format``.
     """
+    if payload_format not in ("json", "binary"):
+        raise ValueError(f"payload format must be json or binary, not {payload_format!r}")
     sink = KafkaSink(kafka)
     window = dataset.kind == "window"
     labels = dataset.labels if dataset.labels is not None else np.zeros(len(dataset.values), np.int8)
@@ -65,8 +71,9 @@ def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, top
                 if ahead > 0.001:
                     time.sleep(ahead)
             identity = event_id(dataset, row)
-            sink.send(topic, identity.encode(),
-                      encode_event(dataset.values[row], dataset.feature_names, window, identity),
+            value = (encode_binary(dataset.values[row]) if payload_format == "binary"
+                     else encode_event(dataset.values[row], dataset.feature_names, window, identity))
+            sink.send(topic, identity.encode(), value,
                       [(LABEL_HEADER, b"1" if labels[row] else b"0")])
             if (sent + 1) % FLUSH_EVERY == 0:
                 sink.flush()

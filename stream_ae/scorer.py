@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from stream_ae.checkpoint import Checkpoint
+from stream_ae.config import Settings
 from stream_ae.device import resolve_device
 
 
@@ -32,6 +33,15 @@ def _segment_names(window_length: int, segments: int) -> list[str]:
     return [f"t{start}-t{end - 1}" for start, end in zip(bounds[:-1], bounds[1:])]
 
 
+def bucket_size(events: int, smallest: int = 64) -> int:
+    """The padded batch size for ``events`` rows: the next power of two, at least ``smallest``.
+
+    Powers of two from 64 keep the distinct shapes few (8 up to 8,192 events), so a compiled
+    model (whose recompile limit is 8 graphs per function by default) is not recompiled.
+    """
+    return max(smallest, 1 << max(events - 1, 0).bit_length())
+
+
 class Scorer:
     """Scores events with a checkpoint's model resident on one device.
 
@@ -40,18 +50,32 @@ class Scorer:
     squared error, average it per event, and pick the ``top`` features (for windows:
     contiguous segments) with the largest error for the alert.
 
+    On CUDA the batch is staged in a page-locked (pinned) host buffer and copied with
+    ``non_blocking=True``. With ``bucket`` the batch is padded with zero rows to
+    :func:`bucket_size`, so shapes repeat and a compiled model or CUDA graph is reused; the
+    padded rows are scored and dropped (rows do not interact, so the real rows' scores are
+    those of the unpadded batch).
+
     Args:
         checkpoint: the trained model.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         top: features or segments reported per event.
         window_segments: segments a window is split into (windows only).
+        compile: wrap the scoring step in ``torch.compile`` (mode ``reduce-overhead``, i.e.
+            CUDA graphs, on cuda; the default inductor mode on the CPU).
+        precision: ``fp32``, or ``bf16`` to run the model under bf16 autocast; the error is
+            computed in float32 either way.
+        bucket: pad batches to powers of two (see above).
 
     Raises:
         ValueError: CUDA asked for but absent.
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", top: int = 3,
-                 window_segments: int = 10) -> None:
+                 window_segments: int = 10, compile: bool = False, precision: str = "fp32",
+                 bucket: bool = True) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.device = resolve_device(device)
         self.checkpoint = checkpoint
         self.model = checkpoint.build().to(self.device)
@@ -72,6 +96,56 @@ class Scorer:
             self.attribution_names = list(checkpoint.feature_names)
             self.pooling = None
         self.top = min(top, len(self.attribution_names))
+        self.precision = precision
+        self.bucket = bucket
+        self.pinned = self.device.type == "cuda"
+        self._host = torch.zeros((0, width), dtype=torch.float32)
+        self._step = self._errors
+        if compile:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._step = torch.compile(self._errors, mode=mode, dynamic=False)
+
+    @classmethod
+    def from_settings(cls, checkpoint: Checkpoint, settings: Settings) -> "Scorer":
+        """A scorer configured by the ``model`` and ``alerts`` sections of ``settings``."""
+        model = settings.model
+        return cls(checkpoint, model.device, settings.alerts.top_features,
+                   settings.alerts.window_segments, compile=model.compile,
+                   precision=model.precision, bucket=model.bucket_batches)
+
+    def _errors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardise ``x (rows, features)`` and score it: the error ``(rows,)`` and the
+        per-feature (per-segment for windows) error ``(rows, segments)``, both float32."""
+        x = (x - self.mean) / self.std
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            errors, per_feature = self.model.score(x)
+        per_feature = per_feature.float()
+        attribution = per_feature if self.pooling is None else per_feature @ self.pooling
+        return errors.float(), attribution
+
+    def _stage(self, values: np.ndarray) -> torch.Tensor:
+        """``values (events, features)`` as a tensor on the device: padded to the bucket size
+        when bucketing, staged through pinned memory on cuda."""
+        host = torch.from_numpy(values)
+        rows = bucket_size(len(values)) if self.bucket else len(values)
+        if self.bucket or (self.pinned and not host.is_pinned()):
+            if len(self._host) < rows:
+                self._host = torch.zeros((rows, values.shape[1]), dtype=torch.float32)
+                if self.pinned:
+                    self._host = self._host.pin_memory()
+            self._host[:len(values)].copy_(host)
+            host = self._host[:rows]
+        return host.to(self.device, non_blocking=True)
+
+    def warm_up(self, max_events: int) -> None:
+        """Score zeros once at every bucket size up to ``max_events`` (or at ``max_events``
+        without bucketing), so that compilation happens here, not on the stream's first batches."""
+        size = bucket_size(1) if self.bucket else max_events
+        while True:
+            self.score(np.zeros((size, self.checkpoint.input_dim), np.float32))
+            if size >= max_events:
+                return
+            size *= 2
 
     def score(self, values: np.ndarray) -> Scores:
         """Score a batch.
@@ -90,12 +164,9 @@ class Scorer:
         if len(values) == 0:
             empty = np.empty((0, self.top))
             return Scores(np.empty(0, np.float32), empty.astype(np.int64), empty.astype(np.float32))
+        events = len(values)
         with torch.inference_mode():
-            x = torch.from_numpy(values).to(self.device, non_blocking=True)
-            x = (x - self.mean) / self.std
-            errors, per_feature = self.model.score(x)
-            attribution = per_feature if self.pooling is None else per_feature @ self.pooling
-            top_error, top_index = torch.topk(attribution, self.top, dim=1)
-            return Scores(errors.float().cpu().numpy(), top_index.cpu().numpy(),
-                          top_error.float().cpu().numpy())
-
+            errors, attribution = self._step(self._stage(values))
+            top_error, top_index = torch.topk(attribution[:events], self.top, dim=1)
+            return Scores(errors[:events].cpu().numpy(), top_index.cpu().numpy(),
+                          top_error.cpu().numpy())

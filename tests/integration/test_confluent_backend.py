@@ -1,0 +1,106 @@
+"""The confluent-kafka backend end to end against the real broker: same promise as kafka-python."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_ae.alerts import REASON_HEADER
+from stream_ae.codec import encode_binary
+from stream_ae.topics import ensure_topics, read_topic
+from tests.conftest import RunningDetector, detector_settings
+from tests.integration.test_detector import DATASET, committed_total, events, produce
+
+pytestmark = pytest.mark.integration
+confluent_client = pytest.importorskip("stream_ae.confluent_client",
+                                       reason="confluent-kafka is not installed (the 'confluent' extra)")
+
+
+def confluent_settings(broker, topic_names, path, **overrides):
+    return detector_settings(broker, topic_names, path, kafka={"client": "confluent-kafka"}, **overrides)
+
+
+def test_events_in_alerts_out_and_dead_letters(broker, topic_names, synthetic_checkpoint):
+    checkpoint, path = synthetic_checkpoint
+    settings = confluent_settings(broker, topic_names, path)
+    topic = settings.topics.input[0]
+    ensure_topics(settings.kafka, {topic: 2})
+    rows = np.random.default_rng(1).permutation(checkpoint.training["split"]["test"])[:400]
+    bad = {b"not json": "invalid_json", encode_binary(np.ones(5)): "binary_wrong_count"}
+    produce(settings, topic, events(rows[:200]) + list(bad) + [encode_binary(DATASET.values[r]) for r in rows[200:]])
+
+    with RunningDetector(settings, checkpoint) as running:
+        assert isinstance(running.detector.source, confluent_client.ConfluentSource)
+        assert isinstance(running.detector.sink, confluent_client.ConfluentSink)
+        totals = running.wait_accounted(402)
+        lag = running.detector.source.lag()
+        connected = running.detector.source.connected()
+
+    assert totals == {"events_in": 402, "events_scored": 400, "dead_lettered": 2, "alerts": totals["alerts"]}
+    assert connected and set(lag) == {(topic, 0), (topic, 1)} and all(v >= 0 for v in lag.values())
+    alerts = [orjson.loads(r.value) for r in read_topic(settings.kafka, settings.topics.alerts, totals["alerts"])]
+    assert len(alerts) == totals["alerts"] > 0
+    labels = dict(zip(rows.tolist(), DATASET.labels[rows].tolist()))
+    flagged = [labels[int(a["event_id"].removeprefix("row-"))] for a in alerts if a["event_id"]]
+    assert np.mean(flagged) > 0.5, "most alerts are anomalies"
+    assert all(a["key"] == f"{a['topic']}-{a['partition']}-{a['offset']}" for a in alerts)
+    dead = read_topic(settings.kafka, settings.topics.dead_letter, 2)
+    assert {r.value: dict(r.headers)[REASON_HEADER].decode() for r in dead} == bad
+    scores = read_topic(settings.kafka, settings.topics.scores, 400)
+    assert len({r.key for r in scores}) == 400
+
+
+class Crash(Exception):
+    """Stands for the process dying between producing a batch's output and its acknowledgement."""
+
+
+def test_offsets_are_committed_only_after_acknowledgement(broker, topic_names, synthetic_checkpoint):
+    checkpoint, path = synthetic_checkpoint
+    settings = confluent_settings(broker, topic_names, path)
+    topic = settings.topics.input[0]
+    ensure_topics(settings.kafka, {topic: 1})
+    produce(settings, topic, events(checkpoint.training["split"]["test"][:200]))
+
+    class CrashBeforeAcknowledgement(confluent_client.ConfluentSink):
+        def flush(self) -> int:
+            raise Crash("killed before the broker acknowledged the batch")
+
+    crashing = RunningDetector(settings, checkpoint, sink=CrashBeforeAcknowledgement(settings.kafka))
+    crashing.thread.start()
+    crashing.wait_ready()
+    crashing.thread.join(30)
+    assert isinstance(crashing.error, Crash)
+    assert committed_total(settings, topic, 1) == 0, "nothing may be committed before the ack"
+
+    with RunningDetector(settings, checkpoint) as restarted:
+        totals = restarted.wait_accounted(200)
+    assert totals["events_in"] == 200, "the unacknowledged batch is read again"
+    assert committed_total(settings, topic, 1) == 200
+    keys = {r.key for r in read_topic(settings.kafka, settings.topics.scores, 200)}
+    assert keys == {f"{topic}-0-{offset}".encode() for offset in range(200)}
+
+
+def test_rewind_reads_a_batch_again(broker, topic_names, synthetic_checkpoint):
+    checkpoint, path = synthetic_checkpoint
+    settings = confluent_settings(broker, topic_names, path)
+    topic = settings.topics.input[0]
+    ensure_topics(settings.kafka, {topic: 1})
+    produce(settings, topic, events(checkpoint.training["split"]["test"][:50]))
+    assigned: list = []
+    source = confluent_client.ConfluentSource(settings.kafka, [topic], settings.consumer, assigned.extend)
+    try:
+        first: list = []
+        for _ in range(200):
+            first = source.poll_batch()
+            if first:
+                break
+        assert assigned == [(topic, 0)] and [r.offset for r in first] == list(range(50))
+        source.rewind(first)
+        again = []
+        while len(again) < 50:
+            again.extend(r.offset for r in source.poll_batch())
+        assert again == list(range(50))
+        assert source.commit(first) and committed_total(settings, topic, 1) == 50
+    finally:
+        source.close()

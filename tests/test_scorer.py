@@ -1,0 +1,89 @@
+"""The scorer's options: bucketed batch shapes, bf16 autocast, torch.compile, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from stream_ae.config import load_settings
+from stream_ae.datasets import synthetic_transactions
+from stream_ae.scorer import Scorer, bucket_size
+
+DATASET = synthetic_transactions(rows=6000)  # the rows the synthetic checkpoint was trained on
+
+
+@pytest.mark.parametrize("events, bucket", [(0, 64), (1, 64), (64, 64), (65, 128), (4096, 4096),
+                                            (4097, 8192)])
+def test_bucket_is_the_next_power_of_two_from_64(events, bucket):
+    assert bucket_size(events) == bucket
+
+
+@pytest.mark.parametrize("events", [1, 3, 64, 65, 1000, 4096])
+def test_bucketed_batches_score_like_unpadded_ones(synthetic_checkpoint, events):
+    """Identical up to float32 rounding: the padding rows do not touch the real ones, but the
+    BLAS kernel (and so the summation order) may differ with the row count (seen: a few ulps
+    for batches of 1 and 3 on this CPU)."""
+    checkpoint, _ = synthetic_checkpoint
+    values = DATASET.values[:events]
+    padded = Scorer(checkpoint, "cpu", bucket=True).score(values)
+    plain = Scorer(checkpoint, "cpu", bucket=False).score(values)
+    assert padded.errors.shape == (events,) and padded.top_index.shape == (events, 3)
+    np.testing.assert_allclose(padded.errors, plain.errors, rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(padded.top_index, plain.top_index)
+    np.testing.assert_allclose(padded.top_error, plain.top_error, rtol=1e-5, atol=0)
+
+
+def test_a_bucketed_scorer_reuses_its_buffer_without_leaking_rows_between_batches(synthetic_checkpoint):
+    checkpoint, _ = synthetic_checkpoint
+    scorer = Scorer(checkpoint, "cpu")
+    big = scorer.score(DATASET.values[:100]).errors
+    small = scorer.score(DATASET.values[200:203]).errors
+    np.testing.assert_array_equal(small, Scorer(checkpoint, "cpu").score(DATASET.values[200:203]).errors)
+    np.testing.assert_array_equal(scorer.score(DATASET.values[:100]).errors, big)
+
+
+def test_bf16_scores_stay_close_to_fp32_and_rank_alike(synthetic_checkpoint):
+    checkpoint, _ = synthetic_checkpoint
+    rows = np.asarray(checkpoint.training["split"]["test"])
+    values, labels = DATASET.values[rows], DATASET.labels[rows]
+    fp32 = Scorer(checkpoint, "cpu").score(values)
+    bf16 = Scorer(checkpoint, "cpu", precision="bf16").score(values)
+    assert bf16.errors.dtype == np.float32
+    np.testing.assert_allclose(bf16.errors, fp32.errors, rtol=0.05, atol=0.02 * float(np.median(fp32.errors)))
+    assert abs(roc_auc_score(labels, bf16.errors) - roc_auc_score(labels, fp32.errors)) < 0.005
+
+
+def test_unknown_precision_is_refused(synthetic_checkpoint):
+    with pytest.raises(ValueError, match="precision"):
+        Scorer(synthetic_checkpoint[0], "cpu", precision="fp8")
+
+
+def test_compiled_scores_match_fp32(synthetic_checkpoint):
+    checkpoint, _ = synthetic_checkpoint
+    values = DATASET.values[:50]  # one bucket (64 rows): one graph to compile
+    reference = Scorer(checkpoint, "cpu").score(values)
+    try:
+        compiled = Scorer(checkpoint, "cpu", compile=True).score(values)
+    except Exception as exc:  # inductor needs a C++ compiler and a writable cache
+        pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}")
+    np.testing.assert_allclose(compiled.errors, reference.errors, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(compiled.top_index[:, 0], reference.top_index[:, 0])
+
+
+def test_settings_choose_the_options(synthetic_checkpoint):
+    settings = load_settings(model={"device": "cpu", "precision": "bf16", "bucket_batches": False},
+                             alerts={"top_features": 5})
+    scorer = Scorer.from_settings(synthetic_checkpoint[0], settings)
+    assert (scorer.precision, scorer.bucket, scorer.top, scorer.device) == ("bf16", False, 5, torch.device("cpu"))
+    assert scorer.score(DATASET.values[:7]).top_index.shape == (7, 5)
+
+
+def test_warm_up_scores_every_bucket_up_to_the_batch_size(synthetic_checkpoint, monkeypatch):
+    scorer = Scorer(synthetic_checkpoint[0], "cpu")
+    shapes = []
+    step = scorer._step
+    monkeypatch.setattr(scorer, "_step", lambda x: shapes.append(tuple(x.shape)) or step(x))
+    scorer.warm_up(300)
+    assert shapes == [(64, 29), (128, 29), (256, 29), (512, 29)]
