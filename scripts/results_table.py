@@ -68,15 +68,16 @@ def autoencoder_result(label: str, dataset: LabelledDataset, model: str, seed: i
     checkpoint = train_autoencoder(dataset, TrainingOptions(model=model, seed=seed, device="cpu", progress=False))
     rows = np.asarray(checkpoint.training["split"]["test"])
     scores = score_events(checkpoint, dataset.values[rows], "cpu")
-    metrics = detection_metrics(dataset.labels[rows], scores, checkpoint.error_mean, checkpoint.error_std)
+    metrics = detection_metrics(dataset.labels[rows], scores, checkpoint.validation_errors)
     return _result(label, model, metrics, checkpoint.training["wall_time_s"], checkpoint.training["epochs_run"])
 
 
 def isolation_forest_result(label: str, dataset: LabelledDataset, seed: int) -> Result:
     """IsolationForest (Liu, Ting & Zhou, 2008) fitted on the autoencoders' normal training rows.
 
-    Its score is ``-score_samples`` (higher = more anomalous); the k = 3 threshold uses the
-    mean and std of that score on the same validation rows the autoencoders use.
+    Its score is ``-score_samples`` (higher = more anomalous); the k = 3 threshold comes from
+    that score on the same validation rows the autoencoders use, by the same sigma clipping,
+    on the linear scale (the score is not a positive error).
     """
     split = split_normal_rows(dataset.labels, len(dataset.values), seed)
     started = time.perf_counter()
@@ -84,7 +85,7 @@ def isolation_forest_result(label: str, dataset: LabelledDataset, seed: int) -> 
     seconds = time.perf_counter() - started
     validation = -forest.score_samples(dataset.values[split.validation])
     scores = -forest.score_samples(dataset.values[split.test])
-    metrics = detection_metrics(dataset.labels[split.test], scores, float(validation.mean()), float(validation.std()))
+    metrics = detection_metrics(dataset.labels[split.test], scores, validation, scale="linear")
     return _result(label, ISOLATION_FOREST, metrics, seconds, None)
 
 

@@ -7,10 +7,11 @@ anomaly); given any other file, every row. The events go through the daemon's ow
 
 Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
 (``average_precision_score``), precision / recall / F1 (``precision_recall_fscore_support``)
-and the confusion matrix (``confusion_matrix``) at the checkpoint's seed thresholds
-``error_mean + k · error_std`` for k = 1, 2, 3 (an event is flagged when its score is above
-the threshold, as in the daemon), and at the threshold with the best F1 on the evaluated
-rows (``precision_recall_curve``; chosen on those rows, so an upper bound, not a setting).
+and the confusion matrix (``confusion_matrix``) at the thresholds the daemon starts with for
+k = 1, 2, 3 (:func:`threshold.seeded_threshold` of the checkpoint's validation errors, on
+the log scale by default; an event is flagged when its score is above it), and at the
+threshold with the best F1 on the evaluated rows (``precision_recall_curve``; chosen on
+those rows, so an upper bound, not a setting).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sklearn.metrics import (
 from stream_ae.checkpoint import Checkpoint, load_checkpoint
 from stream_ae.datasets import LabelledDataset, load_dataset
 from stream_ae.scorer import Scorer
+from stream_ae.threshold import seeded_threshold
 
 THRESHOLD_KS = (1, 2, 3)
 HEADLINE_K = 3
@@ -75,14 +77,17 @@ def _operating_point(labels: np.ndarray, flags: np.ndarray, threshold: float) ->
             "confusion_matrix": confusion_matrix(labels, flags, labels=[0, 1]).tolist()}
 
 
-def detection_metrics(labels: np.ndarray, scores: np.ndarray, error_mean: float, error_std: float) -> dict[str, Any]:
+def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores: np.ndarray,
+                      scale: str = "log") -> dict[str, Any]:
     """Ranking and thresholded metrics of anomaly scores against labels.
 
     Args:
         labels: ``(events,)`` with 1 = anomaly.
         scores: ``(events,)``, higher = more anomalous.
-        error_mean, error_std: score statistics on normal validation rows; the thresholds
-            are ``error_mean + k · error_std`` for k in :data:`THRESHOLD_KS`.
+        validation_scores: ``(rows,)`` scores of normal validation rows; the threshold for
+            each k in :data:`THRESHOLD_KS` is :func:`threshold.seeded_threshold` of them,
+            the one the daemon starts with.
+        scale: ``log`` (the daemon's default; scores must be positive) or ``linear``.
 
     Returns:
         ``auc_roc``, ``auc_pr``, ``thresholds`` (one operating point per k: ``k``,
@@ -103,9 +108,9 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, error_mean: float,
     return {
         "auc_roc": float(roc_auc_score(labels, scores)),
         "auc_pr": float(average_precision_score(labels, scores)),
-        "thresholds": [{"k": k, **_operating_point(labels, scores > error_mean + k * error_std,
-                                                   error_mean + k * error_std)}
-                       for k in THRESHOLD_KS],
+        "thresholds": [{"k": k, **_operating_point(labels, scores > cut, cut)}
+                       for k, cut in ((k, seeded_threshold(validation_scores, k, scale))
+                                      for k in THRESHOLD_KS)],
         "best_f1": _operating_point(labels, scores >= best, best),
     }
 
@@ -213,7 +218,7 @@ def _markdown(report: dict[str, Any]) -> str:
 |---|---|
 | {metrics['auc_roc']:.4f} | {metrics['auc_pr']:.4f} |
 
-Thresholds: `error_mean + k · error_std` from the checkpoint (mean {report['error_mean']:.4g}, std {report['error_std']:.4g}); an event is flagged above it. The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
+Thresholds: the ones the daemon starts with, mean + k · std of the log reconstruction error of the checkpoint's validation rows after upper-tail sigma clipping (plain validation error mean {report['error_mean']:.4g}, std {report['error_std']:.4g}); an event is flagged above it. The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
 
 | k | threshold | flagged | precision | recall | F1 | TN | FP | FN | TP |
 |---|---|---|---|---|---|---|---|---|---|
@@ -252,7 +257,7 @@ def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Pat
     rows, held_out = evaluation_rows(checkpoint, dataset)
     labels = dataset.labels[rows]
     scores = score_events(checkpoint, dataset.values[rows], device)
-    metrics = detection_metrics(labels, scores, checkpoint.error_mean, checkpoint.error_std)
+    metrics = detection_metrics(labels, scores, checkpoint.validation_errors)
     training = checkpoint.training
     report = {
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint.sha256,

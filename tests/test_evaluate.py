@@ -92,7 +92,7 @@ def test_evaluate_refuses_a_dataset_that_does_not_fit(trained, tmp_path, capsys)
 
 def test_metrics_need_both_classes():
     with pytest.raises(ValueError, match="one class"):
-        detection_metrics(np.zeros(10), np.arange(10.0), 0.0, 1.0)
+        detection_metrics(np.zeros(10), np.arange(1.0, 11.0), np.ones(5))
 
 
 @pytest.mark.data
