@@ -22,8 +22,8 @@ from stream_ae.codec import EventDecoder, Record
 from stream_ae.config import Settings
 from stream_ae.metrics import DetectorMetrics, HealthState, MetricsServer
 from stream_ae.scorer import Scorer
-from stream_ae.sink import DeliveryError, KafkaSink
-from stream_ae.source import KafkaSource, PartitionKey
+from stream_ae.sink import DeliveryError
+from stream_ae.source import PartitionKey
 from stream_ae.state_store import ThresholdStateStore
 from stream_ae.threshold import AdaptiveThreshold
 

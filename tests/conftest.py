@@ -122,3 +122,20 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=settings.consumer.group_id,
+                             enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def committed_total(settings: Settings, topic: str, partitions: int) -> int:
+    """Events committed by the consumer group on ``topic``, all partitions together."""
+    return sum(committed_offsets(settings, topic, partitions).values())

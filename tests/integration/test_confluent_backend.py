@@ -10,7 +10,8 @@ from stream_ae.alerts import REASON_HEADER
 from stream_ae.codec import encode_binary
 from stream_ae.topics import ensure_topics, read_topic
 from tests.conftest import RunningDetector, detector_settings
-from tests.integration.test_detector import DATASET, committed_total, events, produce
+from tests.conftest import committed_total
+from tests.integration.test_detector import DATASET, events, produce
 
 pytestmark = pytest.mark.integration
 confluent_client = pytest.importorskip("stream_ae.confluent_client",

@@ -15,7 +15,6 @@ import numpy as np
 import orjson
 import pytest
 import yaml
-from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_ae.alerts import REASON_HEADER, SOURCE_HEADER
@@ -25,7 +24,7 @@ from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.sink import KafkaSink
 from stream_ae.threshold import seeded_threshold
 from stream_ae.topics import ensure_topics, read_topic
-from tests.conftest import RunningDetector, detector_settings, wait_for
+from tests.conftest import RunningDetector, committed_total, detector_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +42,6 @@ def produce(settings, topic: str, values: list[bytes], keys: list[bytes] | None 
 def events(rows: np.ndarray, values: np.ndarray | None = None) -> list[bytes]:
     source = DATASET.values if values is None else values
     return [encode_event(source[row], CARD_FEATURES, False, f"row-{row}") for row in rows]
-
-
-def committed_total(settings, topic: str, partitions: int) -> int:
-    consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=settings.consumer.group_id,
-                             enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
-    finally:
-        consumer.close(autocommit=False)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

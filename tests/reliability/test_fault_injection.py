@@ -8,12 +8,11 @@ import time
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from stream_ae.codec import encode_event
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.topics import ensure_topics, read_topic
-from tests.conftest import detector_settings, wait_for
+from tests.conftest import committed_total, detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values, read_json
 
 pytestmark = pytest.mark.integration
@@ -23,15 +22,6 @@ KILLS = 4
 PARTITIONS = 3
 BATCH = 250
 RATE_EPS = 1_000
-
-
-def committed(settings, topic: str) -> int:
-    consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=settings.consumer.group_id,
-                             enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(PARTITIONS))
-    finally:
-        consumer.close(autocommit=False)
 
 
 def test_sigkill_at_random_points_loses_nothing(broker, topic_names, synthetic_checkpoint, tmp_path):
@@ -57,11 +47,11 @@ def test_sigkill_at_random_points_loses_nothing(broker, topic_names, synthetic_c
     kill_times = []
     for _ in range(KILLS):
         time.sleep(chance.uniform(0.5, 2.0))
-        kill_times.append(committed(settings, topic))
+        kill_times.append(committed_total(settings, topic, PARTITIONS))
         daemon.kill()
         daemon = DaemonProcess(settings, tmp_path).start().wait_ready()
     producer.join()
-    wait_for(lambda: committed(settings, topic) >= EVENTS, 180, "every event to be committed")
+    wait_for(lambda: committed_total(settings, topic, PARTITIONS) >= EVENTS, 180, "every event to be committed")
     assert daemon.terminate() == 0
 
     scores = read_json(settings, settings.topics.scores, None, 120)

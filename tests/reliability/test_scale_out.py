@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from stream_ae.codec import encode_event
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.topics import ensure_topics, read_topic
-from tests.conftest import detector_settings, wait_for
+from tests.conftest import committed_offsets, detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values, read_json
 
 pytestmark = pytest.mark.integration
@@ -76,16 +75,6 @@ def rebalance_log(daemon: DaemonProcess, since: int = 0) -> list[tuple[str, list
     return found
 
 
-def committed(settings, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition (0 where none)."""
-    consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=settings.consumer.group_id,
-                             enable_auto_commit=False)
-    try:
-        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(PARTITIONS)}
-    finally:
-        consumer.close(autocommit=False)
-
-
 def per_partition(settings, topic: str, expected: int) -> dict[int, int]:
     """How many records each partition of ``topic`` holds (read back from the broker)."""
     records = read_topic(settings.kafka, topic, expected, 60)
@@ -95,7 +84,7 @@ def per_partition(settings, topic: str, expected: int) -> dict[int, int]:
 
 
 def wait_committed(settings, topic: str, wanted: dict[int, int], timeout_s: float) -> None:
-    wait_for(lambda: all(committed(settings, topic)[p] >= n for p, n in wanted.items()),
+    wait_for(lambda: all(committed_offsets(settings, topic, PARTITIONS)[p] >= n for p, n in wanted.items()),
              timeout_s, f"offsets {wanted} to be committed")
 
 
@@ -238,7 +227,7 @@ def test_static_assignment_splits_exactly_and_resumes_from_committed_offsets(
         total_counts = per_partition(base, topic, EVENTS + RESTART_EVENTS)
         new_counts = {p: total_counts[p] - counts[p] for p in range(PARTITIONS)}
         wait_committed(base, topic, {p: total_counts[p] for p in halves[1]}, DRAIN_TIMEOUT_S)
-        waiting = committed(base, topic)
+        waiting = committed_offsets(base, topic, PARTITIONS)
         assert {p: waiting[p] for p in halves[0]} == {p: counts[p] for p in halves[0]}, \
             "nobody read the stopped daemon's partitions"
 

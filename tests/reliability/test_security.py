@@ -11,7 +11,6 @@ import subprocess
 import sys
 import urllib.request
 
-import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
