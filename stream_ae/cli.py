@@ -110,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.limit:
         rows = rows[:args.limit]
     ensure_topics(settings.kafka, {args.topic: args.partitions})
-    report = replay(dataset, rows, settings.kafka, args.topic, args.rate)
+    report = replay(dataset, rows, settings.kafka, args.topic, args.rate, payload_format=args.format)
     print(f"replayed {report.events:,} events into {args.topic} in {report.seconds:.1f} s "
           f"({report.events_per_second:,.0f} events/s)")
     return 0
@@ -124,6 +124,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_summary(summary)
     if args.json:
         print(json.dumps(summary))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream_ae.bench import BenchOptions, markdown, run_bench, table, to_json
+
+    given = {"events": args.events, "latency_seconds": args.latency_seconds, "payload": args.format,
+             "max_batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
+             "clients": tuple(args.clients) if args.clients else None,
+             "scale_out": False if args.no_scale_out else None,
+             "compile": False if args.no_compile else None, "torch_threads": args.torch_threads,
+             "data": args.data, "checkpoint": args.checkpoint, "device": args.device,
+             "bootstrap_servers": args.bootstrap_servers, "progress": not args.json}
+    given = {name: value for name, value in given.items() if value is not None}  # unset: the defaults
+    options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    summary = run_bench(options)
+    print(markdown(summary) if args.markdown else table(summary))
+    if args.save:
+        args.save.write_text(to_json(summary) + "\n")
+    if args.json:
+        print(to_json(summary))
     return 0
 
 
@@ -169,7 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded)")
     replay.add_argument("--seed", type=int, default=42)
     replay.add_argument("--limit", type=int, help="send at most this many events")
+    replay.add_argument("--format", choices=["json", "binary"], default="json",
+                        help="payload: JSON objects, or the compact float32 binary layout (default: %(default)s)")
     replay.set_defaults(handler=cmd_replay)
+
+    bench = commands.add_parser("bench", help="throughput and latency figures, all in one run")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, figures not meaningful")
+    bench.add_argument("--events", type=int, help="records in the topic (default: 200,000; --quick 3,000)")
+    bench.add_argument("--format", choices=["json", "binary"], help="payload of the records (default: json)")
+    bench.add_argument("--batch-size", type=int, help="consumer.max_batch_size (default: 4096)")
+    bench.add_argument("--max-wait-ms", type=int, help="consumer.max_wait_ms (default: 50)")
+    bench.add_argument("--latency-seconds", type=float, help="paced-producer time per load level (default: 8)")
+    bench.add_argument("--clients", nargs="+", choices=["kafka-python", "confluent-kafka"],
+                       help="clients to measure (default: both; confluent-kafka only where installed)")
+    bench.add_argument("--no-scale-out", action="store_true", help="skip the two-process measurement")
+    bench.add_argument("--no-compile", action="store_true", help="skip torch.compile in the accuracy check")
+    bench.add_argument("--torch-threads", type=int, help="torch intra-op threads per detector (default: 1)")
+    bench.add_argument("--data", type=Path, help="labelled dataset (default: synthetic transactions)")
+    bench.add_argument("--checkpoint", type=Path, help="a model trained on --data (default: train briefly)")
+    bench.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    bench.add_argument("--bootstrap-servers", help="an existing cluster (default: start the local broker)")
+    bench.add_argument("--markdown", action="store_true", help="print the README's Performance section body")
+    bench.add_argument("--save", type=Path, metavar="JSON", help="also write the figures to this file")
+    bench.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
+    bench.set_defaults(handler=cmd_bench)
 
     demo = commands.add_parser("demo", help="the whole product on this machine, end to end")
     demo.add_argument("--data", type=Path, help="labelled dataset (default: synthetic transactions)")

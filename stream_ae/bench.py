@@ -1,0 +1,684 @@
+"""``stream-ae bench``: throughput and latency of the detector, all in one run on one topic.
+
+One topic is filled once with ``events`` records (JSON or the compact binary payload,
+from the synthetic transaction set or ``--data``), and then, for each Kafka client
+(kafka-python, confluent-kafka):
+
+1. **consume limit**: the client's own source (:func:`clients.make_source`, same settings
+   as the detector's) reads the whole topic in a fresh consumer group and discards the
+   records; events/s from the end of the first batch to the last record (so the group
+   join is left out); measured before and again after the detector's run, in fresh
+   groups, and averaged, so that a drift in the machine's load does not favour either;
+2. **detector**: the real :class:`detector.Detector` (its ``run`` loop, in a thread) reads
+   the same topic in another fresh group; events/s over the same span, its ratio to the
+   consume limit, and each stage's share of the loop's time over that span (from
+   ``stream_ae_stage_seconds_total``);
+3. **latency**: with the detector caught up, a paced producer in a separate process (so
+   that its work does not share the detector's GIL) appends events at 50% and then 90%
+   of the detector's sustained rate, and at a fixed 2,000 events/s (the demo's rate, far
+   from saturation); end-to-end latency per event is the detector's own
+   measure (record timestamp, set by the producer at send time, to the acknowledgement
+   of the batch's output), given as p50/p95/p99.
+
+Then, once: a **per-event baseline** (the same model in a naive loop: kafka-python
+consumer iterated record by record, ``json.loads``, one model call per event, the
+alert sent and acknowledged, a synchronous commit per event; that is the detector's
+at-least-once promise kept one event at a time), plus the model alone called once per
+event without Kafka; **scale-out** (two detector processes in one consumer group,
+aggregate events/s); and the **accuracy** of bf16 autocast and ``torch.compile`` against
+fp32 on the held-out rows (largest absolute score difference, AUC-ROC change).
+
+Quantiles are numpy's default (linear interpolation, Hyndman & Fan type 7).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import queue
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from stream_ae.broker import LocalBroker
+from stream_ae.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stream_ae.clients import make_source
+from stream_ae.codec import encode_binary, encode_event
+from stream_ae.config import Settings, load_settings
+from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
+from stream_ae.metrics import LATENCY_BUCKETS, STAGES, BatchHistogram
+from stream_ae.scorer import Scorer
+from stream_ae.topics import ensure_topics
+from stream_ae.training import TrainingOptions, train_autoencoder
+
+log = logging.getLogger(__name__)
+
+CLIENTS = ("kafka-python", "confluent-kafka")
+LOAD_LEVELS = (0.5, 0.9)
+FIXED_RATE_EPS = 2000.0  # the demo's replay rate: latency where the machine is far from saturated
+WATCH_INTERVAL_S = 0.05  # how often the bench reads the detector's counters
+
+
+@dataclass
+class BenchOptions:
+    """What the bench measures and how much.
+
+    Attributes:
+        events: records written to the topic (and read by every throughput phase).
+        partitions: partitions of the topic (even, so two processes split it evenly).
+        payload: ``json`` or ``binary`` (see :mod:`stream_ae.codec`).
+        max_batch_size, max_wait_ms, fetch_max_wait_ms: the detector's consumer settings.
+        latency_seconds: how long the paced producer runs at each load level (seconds).
+        baseline_seconds: how long the per-event baseline runs (seconds).
+        clients: the Kafka clients to measure; confluent-kafka is skipped when not installed.
+        scale_out: measure two detector processes in one consumer group.
+        accuracy: measure bf16 and (with ``compile``) torch.compile against fp32.
+        compile: include torch.compile in the accuracy check (minutes on a small CPU).
+        torch_threads: intra-op threads of torch in every detector process.
+        data: a labelled dataset file; None uses synthetic transactions.
+        checkpoint: a checkpoint trained on ``data``; None trains one briefly.
+        device: the scorer's device (``auto``, ``cpu``, ``cuda[:N]``).
+        bootstrap_servers: an existing cluster; None starts the local broker.
+        progress: progress bars on stderr.
+        training_epochs: epochs of the brief training when no checkpoint is given.
+    """
+
+    events: int = 200_000
+    partitions: int = 4
+    payload: str = "json"
+    max_batch_size: int = 4096
+    max_wait_ms: int = 50
+    fetch_max_wait_ms: int = 20
+    latency_seconds: float = 8.0
+    baseline_seconds: float = 5.0
+    clients: tuple[str, ...] = CLIENTS
+    scale_out: bool = True
+    accuracy: bool = True
+    compile: bool = True
+    torch_threads: int = 1
+    data: Path | None = None
+    checkpoint: Path | None = None
+    device: str = "auto"
+    bootstrap_servers: str | None = None
+    progress: bool = True
+    training_epochs: int = 8
+
+    @classmethod
+    def quick(cls, **changes: Any) -> "BenchOptions":
+        """Tiny sizes for a smoke run (seconds, not minutes): figures are not meaningful."""
+        return cls(**{"events": 3000, "max_batch_size": 256, "latency_seconds": 1.5,
+                      "baseline_seconds": 1.0, "compile": False, "training_epochs": 2, **changes})
+
+
+@dataclass
+class _Topics:
+    input: str
+    alerts: str
+    dead_letter: str
+    state: str
+
+
+def _settings(options: BenchOptions, bootstrap: str, topics: _Topics, client: str, group: str,
+              checkpoint_path: Path) -> Settings:
+    return load_settings(
+        kafka={"bootstrap_servers": bootstrap, "client": client},
+        topics={"input": [topics.input], "alerts": topics.alerts, "dead_letter": topics.dead_letter,
+                "scores": None, "state": topics.state},
+        consumer={"group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
+                  "max_batch_size": options.max_batch_size, "max_wait_ms": options.max_wait_ms,
+                  "fetch_max_wait_ms": options.fetch_max_wait_ms},
+        model={"checkpoint": str(checkpoint_path), "device": options.device},
+        metrics={"enabled": False},
+    )
+
+
+def _payloads(dataset: LabelledDataset, rows: np.ndarray, payload: str) -> list[bytes]:
+    """One encoded event per row, ``<dataset>-<row>`` as id (JSON) or the binary payload."""
+    window = dataset.kind == "window"
+    if payload == "binary":
+        return [encode_binary(dataset.values[row]) for row in rows]
+    return [encode_event(dataset.values[row], dataset.feature_names, window, f"{dataset.name}-{row}")
+            for row in rows]
+
+
+def _producer(bootstrap: str, linger_ms: int) -> tuple[Callable[[str, bytes], None], Callable[[], None]]:
+    """``(send(topic, value), flush())`` of the fastest producer installed (acks=all).
+
+    Raises:
+        RuntimeError: from ``flush``, when a record was not acknowledged.
+    """
+    try:
+        from confluent_kafka import Producer
+    except ImportError:
+        from stream_ae.config import KafkaSettings
+        from stream_ae.sink import KafkaSink
+
+        sink = KafkaSink(KafkaSettings(bootstrap_servers=bootstrap))
+        return (lambda topic, value: sink.send(topic, None, value)), sink.flush
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
+                         "queue.buffering.max.messages": 1_000_000, "log.connection.close": False})
+    failures: list[Any] = []
+    sent = iter(range(1 << 62))
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(error)
+
+    def send(topic: str, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if next(sent) % 1000 == 0:  # serve delivery reports now and then, not per record
+            producer.poll(0)
+
+    def flush() -> None:
+        if producer.flush(60) or failures:
+            raise RuntimeError(f"records not acknowledged: {failures[:1] or 'timeout'}")
+    return send, flush
+
+
+def _fill(bootstrap: str, topic: str, payloads: list[bytes], events: int, progress: bool) -> float:
+    """Write ``events`` records (the payloads, cycled) into ``topic``; returns events/s."""
+    send, flush = _producer(bootstrap, linger_ms=5)
+    started = time.perf_counter()
+    for index in tqdm(range(events), desc=f"fill {topic}", unit="event", disable=not progress,
+                      mininterval=0.5):
+        send(topic, payloads[index % len(payloads)])
+    flush()
+    return events / (time.perf_counter() - started)
+
+
+def _paced_produce(bootstrap: str, topic: str, payloads: list[bytes], rate_eps: float,
+                   seconds: float, results: Any) -> None:
+    """Child process: send ``payloads`` (cycled) at ``rate_eps`` for ``seconds``; put the count."""
+    send, flush = _producer(bootstrap, linger_ms=1)
+    started = time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed * rate_eps)
+        while sent < due:
+            send(topic, payloads[sent % len(payloads)])
+            sent += 1
+        time.sleep(0.0005)
+    flush()
+    results.put(sent)
+
+
+def _rate(first_at: float, first_count: int, last_at: float, last_count: int) -> float:
+    """Events/s between two (time, count) observations; 0 when they coincide."""
+    return (last_count - first_count) / (last_at - first_at) if last_at > first_at else 0.0
+
+
+def consume_limit(settings: Settings, events: int, progress: bool) -> float:
+    """Events/s of the configured client's source reading ``events`` records and discarding them."""
+    source = make_source(settings, lambda keys: None, lambda keys: None)
+    seen, first = 0, None
+    bar = tqdm(total=events, desc=f"consume limit ({settings.kafka.client})", unit="event",
+               disable=not progress, mininterval=0.5)
+    try:
+        while seen < events:
+            got = len(source.poll_batch())
+            seen += got
+            bar.update(got)
+            if got and first is None:
+                first = (time.perf_counter(), seen)
+        return _rate(*first, time.perf_counter(), seen)
+    finally:
+        bar.close()
+        source.close()
+
+
+def _samples(counter: Any) -> dict[tuple, float]:
+    """A prometheus-client counter's ``_total`` values by sorted label pairs."""
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in counter.collect() for sample in family.samples if sample.name.endswith("_total")}
+
+
+class _RunningDetector:
+    """The real detector loop in a thread, watched through its metrics."""
+
+    def __init__(self, settings: Settings, checkpoint: Checkpoint) -> None:
+        from stream_ae.detector import Detector
+
+        self.detector = Detector(settings, checkpoint)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="bench-detector", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.detector.run()
+        except BaseException as exc:  # reported by wait_for
+            self.error = exc
+
+    # Read single metrics through their own collect(): DetectorMetrics.totals() walks the
+    # whole registry (process metrics included) per value, milliseconds of GIL per call.
+    def scored(self) -> int:
+        return int(_samples(self.detector.metrics.events_scored)[()])
+
+    def stage_seconds(self) -> dict[str, float]:
+        values = _samples(self.detector.metrics.stage_seconds)
+        return {stage: values.get((("stage", stage),), 0.0) for stage in STAGES}
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self.error is not None:
+                raise RuntimeError(f"the detector failed while waiting for {what}") from self.error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bench: timed out after {timeout_s:.0f} s waiting for {what}")
+            time.sleep(WATCH_INTERVAL_S)
+
+    def stop(self) -> None:
+        self.detector.stop()
+        self.thread.join(60)
+
+
+def _sustained(running: _RunningDetector, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
+    """Events/s of the detector over ``events`` records (from the end of its first batch),
+    and each stage's share of the loop's time over the same span."""
+    bar = tqdm(total=events, desc=what, unit="event", disable=not progress, mininterval=0.5)
+    running.wait_for(lambda: running.scored() > 0, 120, "the first batch")
+    first_at, first_count, first_stages = time.perf_counter(), running.scored(), running.stage_seconds()
+
+    def done() -> bool:
+        scored = running.scored()
+        bar.update(scored - bar.n)
+        return scored >= events
+    running.wait_for(done, 600, f"{events} events to be scored")
+    last_at, last_count, last_stages = time.perf_counter(), running.scored(), running.stage_seconds()
+    bar.close()
+    spent = {stage: last_stages[stage] - first_stages[stage] for stage in STAGES}
+    total = sum(spent.values()) or 1.0
+    return _rate(first_at, first_count, last_at, last_count), {s: spent[s] / total for s in STAGES}
+
+
+def _latency(running: _RunningDetector, bootstrap: str, topic: str, payloads: list[bytes],
+             rate_eps: float, seconds: float) -> dict[str, float]:
+    """p50/p95/p99 end-to-end latency (seconds) of events appended at ``rate_eps`` by a
+    producer in another process, as the detector measures it."""
+    samples = BatchHistogram("stream_ae_bench_latency_seconds", "bench phase", LATENCY_BUCKETS)
+    before = running.scored()
+    running.detector.metrics.end_to_end_latency = samples
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    producer = context.Process(target=_paced_produce, name="bench-producer",
+                               args=(bootstrap, topic, payloads, rate_eps, seconds, results))
+    producer.start()
+    try:
+        sent = results.get(timeout=seconds + 120)
+    finally:
+        producer.join(30)
+    running.wait_for(lambda: running.scored() >= before + sent, 120, "the paced events to be scored")
+    latencies = samples.recent()
+    if len(latencies) == 0:
+        raise RuntimeError(f"bench: no latency samples at {rate_eps:.0f} events/s ({sent} sent)")
+    p50, p95, p99 = np.quantile(latencies, [0.5, 0.95, 0.99])
+    return {"rate_eps": rate_eps, "events": int(sent), "p50_s": float(p50), "p95_s": float(p95),
+            "p99_s": float(p99)}
+
+
+def _naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpoint,
+                    seconds: float) -> float:
+    """Events/s of the same model in a naive per-event loop with the same delivery promise
+    (kafka-python, ``json.loads``, one model call, alert acknowledged, commit, per event)."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    from stream_ae.codec import BINARY_HEADER, BINARY_MAGIC
+
+    model = checkpoint.build()
+    mean, std = torch.as_tensor(checkpoint.scaler_mean), torch.as_tensor(checkpoint.scaler_std)
+    threshold = checkpoint.error_mean + 3.0 * checkpoint.error_std
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=6000, heartbeat_interval_ms=1000, fetch_max_wait_ms=20)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    names = checkpoint.feature_names
+    count, first_at = 0, None
+    try:
+        for message in consumer:
+            if first_at is None:
+                first_at = time.perf_counter()
+            if message.value[:2] == BINARY_MAGIC:
+                row = np.frombuffer(message.value, "<f4", offset=BINARY_HEADER.size).tolist()
+            else:
+                event = json.loads(message.value)
+                row = event["samples"] if checkpoint.kind == "window" else [event[name] for name in names]
+            with torch.no_grad():
+                x = (torch.tensor([row], dtype=torch.float32) - mean) / std
+                error = model.reconstruction_error(x).item()
+            if error > threshold:
+                producer.send(alerts, json.dumps({"offset": message.offset, "error": error}).encode()).get(30)
+            consumer.commit({TopicPartition(message.topic, message.partition):
+                             OffsetAndMetadata(message.offset + 1, "", -1)})
+            count += 1
+            if time.perf_counter() - first_at >= seconds:
+                break
+        return count / (time.perf_counter() - first_at)
+    finally:
+        consumer.close(autocommit=False)
+        producer.close()
+
+
+def _model_per_event(checkpoint: Checkpoint, values: np.ndarray) -> float:
+    """Events/s of the model called once per event (scaler, forward, error), no Kafka."""
+    model = checkpoint.build()
+    mean, std = torch.as_tensor(checkpoint.scaler_mean), torch.as_tensor(checkpoint.scaler_std)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for row in values:
+            model.reconstruction_error((torch.from_numpy(row[None]) - mean) / std).item()
+    return len(values) / (time.perf_counter() - started)
+
+
+def _scale_out_worker(settings_json: str, checkpoint_path: str, threads: int, reports: Any) -> None:
+    """Child process: one detector; every 50 ms put ``(pid, time.time(), events scored)``."""
+    from stream_ae.config import Settings
+
+    torch.set_num_threads(threads)
+    running = _RunningDetector(Settings.model_validate_json(settings_json), load_checkpoint(checkpoint_path))
+    try:
+        while running.thread.is_alive():
+            reports.put((os.getpid(), time.time(), running.scored()))
+            time.sleep(0.05)
+    finally:
+        running.stop()
+
+
+def _scale_out(settings: Settings, checkpoint_path: Path, events: int, threads: int,
+               progress: bool, processes: int = 2) -> float:
+    """Aggregate events/s of ``processes`` detector processes in one consumer group."""
+    context = multiprocessing.get_context("spawn")
+    reports = context.Queue()
+    workers = [context.Process(target=_scale_out_worker, name=f"bench-detector-{n}",
+                               args=(settings.model_dump_json(), str(checkpoint_path), threads, reports))
+               for n in range(processes)]
+    for worker in workers:
+        worker.start()
+    latest: dict[int, int] = {}
+    first: tuple[float, int] | None = None
+    bar = tqdm(total=events, desc=f"scale-out ({processes} processes)", unit="event",
+               disable=not progress, mininterval=0.5)
+    deadline = time.monotonic() + 600
+    try:
+        while sum(latest.values()) < events:
+            if time.monotonic() > deadline or not any(w.is_alive() for w in workers):
+                raise RuntimeError("bench: the scale-out detectors did not score every event")
+            try:
+                pid, at, scored = reports.get(timeout=1)
+            except queue.Empty:
+                continue
+            latest[pid] = scored
+            total = sum(latest.values())
+            if first is None and total > 0:
+                first = (at, total)
+            bar.update(total - bar.n)
+        return _rate(*first, at, sum(latest.values()))
+    finally:
+        bar.close()
+        for worker in workers:
+            worker.terminate()  # SIGTERM: the default handler ends the child; its broker session expires
+            worker.join(30)
+
+
+def _accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, compile: bool) -> dict[str, Any]:
+    """bf16 and torch.compile scores against fp32 on the held-out rows (or all rows)."""
+    rows = np.asarray(checkpoint.training.get("split", {}).get("test", np.arange(len(dataset.values))))
+    values, labels = dataset.values[rows], dataset.labels[rows]
+    reference = Scorer(checkpoint, device).score(values).errors
+    variants = {"bf16": {"precision": "bf16"}}
+    if compile:
+        variants["compile"] = {"compile": True}
+    report: dict[str, Any] = {"rows": int(len(rows)), "auc_fp32": float(roc_auc_score(labels, reference))}
+    for name, kwargs in variants.items():
+        try:
+            started = time.perf_counter()
+            errors = Scorer(checkpoint, device, **kwargs).score(values).errors
+        except Exception as exc:  # torch.compile needs a working C++ toolchain; report why not
+            report[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            continue
+        report[name] = {"max_abs_diff": float(np.abs(errors - reference).max()),
+                        "max_rel_diff": float((np.abs(errors - reference) / np.abs(reference).clip(1e-12)).max()),
+                        "auc_change": float(roc_auc_score(labels, errors)) - report["auc_fp32"],
+                        "seconds": time.perf_counter() - started}
+    return report
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Run every measurement of the module docstring and return the figures.
+
+    Returns:
+        A flat dictionary: ``consume_limit_eps``, ``detector_eps``, ``ratio``,
+        ``per_event_baseline_eps``, ``baseline_ratio``, ``latency_p50_s``, ``latency_p95_s``,
+        ``latency_p99_s`` (kafka-python, 50% load), the same prefixed ``confluent_`` for
+        confluent-kafka, ``scale_out_eps``, ``stage_share`` per client, ``latency`` per
+        client and load, ``accuracy``, ``targets`` (each done-when target: value, bound,
+        met) and the run's context (machine, sizes, settings).
+
+    Raises:
+        BrokerError: the local broker cannot start.
+        RuntimeError, TimeoutError: a phase did not finish.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(options.torch_threads)
+    clients = [c for c in options.clients if c != "confluent-kafka" or _confluent_installed()]
+    dataset = synthetic_transactions() if options.data is None else load_dataset(options.data)
+    if options.checkpoint is not None:
+        checkpoint = load_checkpoint(options.checkpoint)
+    else:
+        checkpoint = train_autoencoder(dataset, TrainingOptions(epochs=options.training_epochs, seed=7,
+                                                                device="cpu", progress=options.progress))
+    rows = np.arange(len(dataset.values))
+    payloads = _payloads(dataset, rows[:20_000], options.payload)
+    run_id = uuid.uuid4().hex[:8]
+    topics = _Topics(f"bench-{run_id}", f"bench-{run_id}-alerts", f"bench-{run_id}-dead", f"bench-{run_id}-state")
+    results: dict[str, Any] = {"clients": {}}
+    with tempfile.TemporaryDirectory(prefix="stream-ae-bench-") as workdir, \
+            (_NoBroker(options.bootstrap_servers) if options.bootstrap_servers else LocalBroker()) as broker:
+        checkpoint_path = Path(workdir) / "model.pt"
+        save_checkpoint(checkpoint, checkpoint_path)
+        checkpoint = load_checkpoint(checkpoint_path)
+        bootstrap = broker.bootstrap_servers
+        base = _settings(options, bootstrap, topics, "kafka-python", "unused", checkpoint_path)
+        ensure_topics(base.kafka, {topics.input: options.partitions, topics.alerts: 1, topics.dead_letter: 1,
+                                   topics.state: 1})
+        fill_eps = _fill(bootstrap, topics.input, payloads, options.events, options.progress)
+        in_topic = options.events
+        for client in clients:
+            group = lambda what: f"bench-{run_id}-{client}-{what}"  # noqa: E731
+            limit_settings = lambda what: _settings(options, bootstrap, topics, client, group(what),  # noqa: E731
+                                                    checkpoint_path)
+            limit_before = consume_limit(limit_settings("limit-before"), in_topic, options.progress)
+            running = _RunningDetector(_settings(options, bootstrap, topics, client, group("detector"),
+                                                 checkpoint_path), checkpoint)
+            try:
+                eps, shares = _sustained(running, in_topic, options.progress, f"detector ({client})")
+                # again with the detector idle: the mean brackets the detector's run when the
+                # machine's load drifts (other processes share its cores)
+                limit_after = consume_limit(limit_settings("limit-after"), in_topic, options.progress)
+                rates = {f"{int(level * 100)}%": level * eps for level in LOAD_LEVELS}
+                rates[f"{FIXED_RATE_EPS:g}/s"] = FIXED_RATE_EPS
+                latency = {name: _latency(running, bootstrap, topics.input, payloads, rate, options.latency_seconds)
+                           for name, rate in tqdm(rates.items(), desc=f"latency ({client})",
+                                                  disable=not options.progress)}
+            finally:
+                running.stop()
+            limit = (limit_before + limit_after) / 2
+            results["clients"][client] = {"consume_limit_eps": limit, "consume_limit_before_eps": limit_before,
+                                          "consume_limit_after_eps": limit_after, "detector_eps": eps,
+                                          "ratio": eps / limit, "stage_share": shares, "latency": latency}
+            in_topic += sum(level["events"] for level in latency.values())
+        baseline = _naive_baseline(bootstrap, topics.input, topics.alerts, checkpoint, options.baseline_seconds)
+        results["per_event_baseline_eps"] = baseline
+        results["model_per_event_eps"] = _model_per_event(checkpoint, dataset.values[:2000])
+        if options.scale_out:
+            results["scale_out_eps"] = _scale_out(
+                _settings(options, bootstrap, topics, "kafka-python", f"bench-{run_id}-scale-out", checkpoint_path),
+                checkpoint_path, in_topic, options.torch_threads, options.progress)
+    if options.accuracy:
+        results["accuracy"] = _accuracy(checkpoint, dataset, options.device, options.compile)
+    return _summarise(results, options, fill_eps, time.perf_counter() - started)
+
+
+class _NoBroker:
+    """Stands in for :class:`LocalBroker` when the bench is given a cluster."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def __enter__(self) -> "_NoBroker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _confluent_installed() -> bool:
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        log.warning("confluent-kafka is not installed (pip install 'stream-ae[confluent]'): skipping it")
+        return False
+    return True
+
+
+def _summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, wall_s: float) -> dict[str, Any]:
+    clients = results["clients"]
+    summary: dict[str, Any] = {}
+    for client, prefix in (("kafka-python", ""), ("confluent-kafka", "confluent_")):
+        if client not in clients:
+            continue
+        figures = clients[client]
+        half = figures["latency"]["50%"]
+        summary.update({
+            f"{prefix}consume_limit_eps": figures["consume_limit_eps"],
+            f"{prefix}detector_eps": figures["detector_eps"],
+            f"{prefix}ratio": figures["ratio"],
+            f"{prefix}latency_p50_s": half["p50_s"],
+            f"{prefix}latency_p95_s": half["p95_s"],
+            f"{prefix}latency_p99_s": half["p99_s"],
+        })
+    default = clients.get("kafka-python") or next(iter(clients.values()))
+    summary["per_event_baseline_eps"] = results["per_event_baseline_eps"]
+    summary["baseline_ratio"] = default["detector_eps"] / results["per_event_baseline_eps"]
+    summary["model_per_event_eps"] = results["model_per_event_eps"]
+    summary["model_per_event_ratio"] = default["detector_eps"] / results["model_per_event_eps"]
+    if "scale_out_eps" in results:
+        summary["scale_out_eps"] = results["scale_out_eps"]
+        summary["scale_out_speedup"] = results["scale_out_eps"] / default["detector_eps"]
+    summary["stage_share"] = {client: figures["stage_share"] for client, figures in clients.items()}
+    summary["consume_limit_runs"] = {client: {"before": figures["consume_limit_before_eps"],
+                                              "after": figures["consume_limit_after_eps"]}
+                                     for client, figures in clients.items()}
+    summary["latency"] = {client: figures["latency"] for client, figures in clients.items()}
+    if "accuracy" in results:
+        summary["accuracy"] = results["accuracy"]
+    bound = options.max_wait_ms / 1000 + 0.030
+    both = {"confluent-kafka", "kafka-python"} <= clients.keys()
+    at_least, above, below = float.__ge__, float.__gt__, float.__lt__
+    targets = {  # name: (value, bound, how the value must compare with the bound)
+        "kafka-python ratio >= 0.8": (clients.get("kafka-python", {}).get("ratio"), 0.8, at_least),
+        "confluent ratio >= 0.6": (clients.get("confluent-kafka", {}).get("ratio"), 0.6, at_least),
+        "confluent / kafka-python eps > 1": (
+            clients["confluent-kafka"]["detector_eps"] / clients["kafka-python"]["detector_eps"]
+            if both else None, 1.0, above),
+        f"p99 at 50% load < {bound * 1000:.0f} ms (s)": (summary.get("latency_p99_s"), bound, below),
+        "detector / per-event baseline >= 50": (summary["baseline_ratio"], 50.0, at_least),
+    }
+    summary["targets"] = {
+        name: {"value": value, "bound": limit, "met": None if value is None else bool(compare(float(value), limit))}
+        for name, (value, limit, compare) in targets.items()}
+    summary["context"] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+                   f"({torch.get_num_threads()} threads), CUDA {'available' if torch.cuda.is_available() else 'absent'}",
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+        "fill_eps": fill_eps,
+        "wall_s": wall_s,
+    }
+    return summary
+
+
+def _eps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The figures as a fixed-width text table."""
+    lines = [f"{'':34}{'kafka-python':>16}{'confluent-kafka':>18}"]
+
+    def row(label: str, key: str, fmt: Callable[[float], str]) -> None:
+        cells = [fmt(summary[p + key]) if (p + key) in summary else "-" for p in ("", "confluent_")]
+        lines.append(f"{label:34}{cells[0]:>16}{cells[1]:>18}")
+    row("consume limit (events/s)", "consume_limit_eps", _eps)
+    for when in ("before", "after"):
+        cells = [_eps(summary["consume_limit_runs"][c][when]) if c in summary["consume_limit_runs"] else "-"
+                 for c in CLIENTS]
+        lines.append(f"{f'  measured {when} the detector':34}{cells[0]:>16}{cells[1]:>18}")
+    row("detector (events/s)", "detector_eps", _eps)
+    row("ratio to the consume limit", "ratio", lambda v: f"{v:.2f}")
+    for level in ("50%", "90%", f"{FIXED_RATE_EPS:g}/s"):
+        for q in ("p50", "p95", "p99"):
+            cells = [f"{summary['latency'][c][level][q + '_s'] * 1000:.1f}" if c in summary["latency"] else "-"
+                     for c in CLIENTS]
+            where = f"{level} load" if level.endswith("%") else level
+            lines.append(f"{f'latency {q} at {where} (ms)':34}{cells[0]:>16}{cells[1]:>18}")
+    for stage in STAGES:
+        cells = [f"{summary['stage_share'][c][stage] * 100:.1f}%" if c in summary["stage_share"] else "-"
+                 for c in CLIENTS]
+        lines.append(f"{f'time in {stage}':34}{cells[0]:>16}{cells[1]:>18}")
+    lines.append("")
+    lines.append(f"per-event baseline (naive loop)   {_eps(summary['per_event_baseline_eps'])} events/s; "
+                 f"detector is {summary['baseline_ratio']:.0f}x")
+    lines.append(f"model alone, one call per event   {_eps(summary['model_per_event_eps'])} events/s; "
+                 f"detector is {summary['model_per_event_ratio']:.1f}x")
+    if "scale_out_eps" in summary:
+        lines.append(f"scale-out, 2 processes, 1 group   {_eps(summary['scale_out_eps'])} events/s "
+                     f"({summary['scale_out_speedup']:.2f}x one detector)")
+    for name, figures in summary.get("accuracy", {}).items():
+        if isinstance(figures, dict) and "max_abs_diff" in figures:
+            lines.append(f"{name:5} vs fp32 on {summary['accuracy']['rows']:,} held-out rows: max |score diff| "
+                         f"{figures['max_abs_diff']:.2e} (relative {figures['max_rel_diff']:.2e}), "
+                         f"AUC-ROC change {figures['auc_change']:+.5f}")
+        elif isinstance(figures, dict):
+            lines.append(f"{name:5} unavailable: {figures['error']}")
+    lines.append("")
+    for name, target in summary["targets"].items():
+        verdict = "n/a" if target["met"] is None else ("met" if target["met"] else "MISSED")
+        value = "-" if target["value"] is None else f"{target['value']:.3g}"
+        lines.append(f"target {name:40} {value:>10}  {verdict}")
+    context = summary["context"]
+    lines.append(f"\n{context['machine']}; load average {context['load_average']:.1f} at the end; "
+                 f"{context['options']['events']:,} events ({context['options']['payload']}), "
+                 f"batches of {context['options']['max_batch_size']}, max_wait_ms "
+                 f"{context['options']['max_wait_ms']}; {context['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The figures as the README's Performance section body (a table in a code block)."""
+    return ("Measured by `stream-ae bench` in one run on this machine (figures from a shared "
+            "machine vary from run to run; ratios within one run are what the bench compares):\n\n"
+            "```text\n" + table(summary) + "\n```\n")
+
+
+def to_json(summary: dict[str, Any]) -> str:
+    """One line of JSON."""
+    return orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY).decode()

@@ -1,0 +1,41 @@
+"""A smoke run of ``stream-ae bench`` with tiny sizes: it runs end to end and reports every figure.
+
+No timing is asserted here: the speed targets are measured by the bench itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from stream_ae.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_quick_reports_every_figure_as_one_json_line(broker, capsys):
+    code = main(["bench", "--quick", "--json", "--bootstrap-servers", broker.bootstrap_servers])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    positive = ["consume_limit_eps", "detector_eps", "ratio", "per_event_baseline_eps", "baseline_ratio",
+                "latency_p50_s", "latency_p95_s", "latency_p99_s", "model_per_event_eps", "scale_out_eps"]
+    try:
+        import confluent_kafka  # noqa: F401
+        positive += ["confluent_consume_limit_eps", "confluent_detector_eps", "confluent_ratio",
+                     "confluent_latency_p50_s", "confluent_latency_p99_s"]
+    except ImportError:
+        pass
+    for key in positive:
+        assert math.isfinite(summary[key]) and summary[key] > 0, key
+    assert summary["latency_p50_s"] <= summary["latency_p95_s"] <= summary["latency_p99_s"]
+    for client, shares in summary["stage_share"].items():
+        assert set(shares) == {"poll", "decode", "score", "threshold", "produce", "commit"}
+        assert sum(shares.values()) == pytest.approx(1.0), client
+    for load in ("50%", "90%"):
+        assert summary["latency"]["kafka-python"][load]["events"] > 0
+    assert summary["accuracy"]["bf16"]["max_abs_diff"] >= 0
+    assert {"value", "bound", "met"} <= set(next(iter(summary["targets"].values())))
+    assert any(line.startswith("detector (events/s)") for line in out), "the table precedes the JSON line"
