@@ -59,7 +59,7 @@ from stream_ae.clients import make_source
 from stream_ae.codec import encode_binary, encode_event
 from stream_ae.config import Settings, load_settings
 from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
-from stream_ae.metrics import LATENCY_BUCKETS, STAGES, BatchHistogram
+from stream_ae.metrics import LATENCY_BUCKETS, STAGES, BatchHistogram, counter_values
 from stream_ae.scorer import Scorer
 from stream_ae.topics import ensure_topics
 from stream_ae.training import TrainingOptions, train_autoencoder
@@ -244,12 +244,6 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
         source.close()
 
 
-def _samples(counter: Any) -> dict[tuple, float]:
-    """A prometheus-client counter's ``_total`` values by sorted label pairs."""
-    return {tuple(sorted(sample.labels.items())): sample.value
-            for family in counter.collect() for sample in family.samples if sample.name.endswith("_total")}
-
-
 class _RunningDetector:
     """The real detector loop in a thread, watched through its metrics."""
 
@@ -267,13 +261,11 @@ class _RunningDetector:
         except BaseException as exc:  # reported by wait_for
             self.error = exc
 
-    # Read single metrics through their own collect(): DetectorMetrics.totals() walks the
-    # whole registry (process metrics included) per value, milliseconds of GIL per call.
     def scored(self) -> int:
-        return int(_samples(self.detector.metrics.events_scored)[()])
+        return self.detector.metrics.totals()["events_scored"]
 
     def stage_seconds(self) -> dict[str, float]:
-        values = _samples(self.detector.metrics.stage_seconds)
+        values = counter_values(self.detector.metrics.stage_seconds)
         return {stage: values.get((("stage", stage),), 0.0) for stage in STAGES}
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:

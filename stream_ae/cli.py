@@ -86,8 +86,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
         detector.stop()
 
+    def request_reload(signum: int, _frame: Any) -> None:
+        log.info("SIGHUP received: loading %s before the next batch", settings.model.checkpoint)
+        detector.request_reload()
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     detector.run()
     return 0
 

@@ -197,8 +197,13 @@ class ConfluentSource:
         """
         return MessageRecords(fill_batch(self._fetch, self.max_batch_size, self.max_wait_s))
 
-    def commit(self, records: MessageRecords) -> bool:
-        """Commit, per partition, the offset after the last of ``records`` (synchronously).
+    @staticmethod
+    def next_offsets(records: MessageRecords) -> dict[PartitionKey, int]:
+        """Per partition, the offset after the last of ``records`` (what a commit stores)."""
+        return {key: offset + 1 for key, offset in records.offsets(last=True).items()}
+
+    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool:
+        """Commit the given next offsets (see :meth:`next_offsets`), synchronously.
 
         Returns:
             False when the group rebalanced and the commit was refused: those records will
@@ -207,8 +212,8 @@ class ConfluentSource:
         Raises:
             KafkaException: any other commit failure.
         """
-        offsets = [TopicPartition(topic, partition, offset + 1)
-                   for (topic, partition), offset in records.offsets(last=True).items()]
+        offsets = [TopicPartition(topic, partition, offset)
+                   for (topic, partition), offset in next_offsets.items()]
         if not offsets:
             return True
         try:

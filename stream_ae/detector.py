@@ -37,7 +37,8 @@ class Source(Protocol):
     """What the loop needs of the consuming end (see :class:`source.KafkaSource`)."""
 
     def poll_batch(self) -> list[Record]: ...
-    def commit(self, records: list[Record]) -> bool: ...
+    def next_offsets(self, records: list[Record]) -> dict[PartitionKey, int]: ...
+    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool: ...
     def rewind(self, records: list[Record]) -> None: ...
     def lag(self) -> dict[PartitionKey, int]: ...
     def connected(self) -> bool: ...
@@ -94,11 +95,13 @@ class Detector:
                 f"events.kind is {settings.events.kind!r} but the checkpoint was trained on "
                 f"{checkpoint.kind} events")
         self.checkpoint = checkpoint
+        self.scorer = Scorer.from_settings(checkpoint, settings)
+        if settings.model.compile:
+            self.scorer.warm_up(settings.consumer.max_batch_size)
         self.decoder = EventDecoder(checkpoint.feature_names, checkpoint.window_length,
                                     settings.events.id_field, settings.events.samples_field,
-                                    settings.events.max_record_bytes)
-        self.scorer = Scorer(checkpoint, settings.model.device, settings.alerts.top_features,
-                             settings.alerts.window_segments)
+                                    settings.events.max_record_bytes,
+                                    pinned=self.scorer.device.type == "cuda")
         self.threshold = AdaptiveThreshold.from_validation_errors(settings.threshold,
                                                                   checkpoint.validation_errors)
         self.model = ModelIdentity(checkpoint.model_name, checkpoint.sha256)
@@ -211,8 +214,9 @@ class Detector:
         for item in rejected:
             self.sink.send(topics.dead_letter, item.record.key, item.record.value,
                            dead_letter_headers(item))
+        next_offsets = self.source.next_offsets(records)
         if self.state_store is not None:
-            self._send_threshold_state(records)
+            self._send_threshold_state(next_offsets)
         try:
             self.sink.flush()
         except DeliveryError as exc:
@@ -225,7 +229,7 @@ class Detector:
         acknowledged_at_s = time.time()
         stage.labels("produce").inc(acknowledged - judged)
 
-        self.source.commit(records)
+        self.source.commit(next_offsets)
         stage.labels("commit").inc(time.perf_counter() - acknowledged)
 
         metrics.events_consumed.inc(len(records))
@@ -238,9 +242,8 @@ class Detector:
             metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
         return len(records)
 
-    def _send_threshold_state(self, records: list[Record]) -> None:
+    def _send_threshold_state(self, next_offsets: dict[PartitionKey, int]) -> None:
         """Queue the state record of every partition in the batch, for the same acknowledgement."""
-        next_offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
         for key, next_offset in next_offsets.items():
             state = {**self.threshold.export(key), "next_offset": next_offset,
                      "checkpoint_sha256": self.model.checkpoint_sha256}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 from kafka import KafkaConsumer, TopicPartition
@@ -11,6 +10,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from stream_ae.clients import fill_batch
 from stream_ae.codec import Record
 from stream_ae.config import ConsumerSettings, KafkaSettings
 
@@ -73,34 +73,29 @@ class KafkaSource:
         else:
             self.consumer.subscribe(topics, listener=_Listener(on_assigned, on_revoked))
 
+    def _fetch(self, wanted: int, timeout_s: float) -> list[Record]:
+        fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
+        return [record for records in fetched.values() for record in records]
+
     def poll_batch(self) -> list[Record]:
-        """Records of one micro-batch: at most ``max_batch_size``, waiting at most ``max_wait_ms``.
+        """Records of one micro-batch (:func:`clients.fill_batch`): at most ``max_batch_size``,
+        waiting at most ``max_wait_ms``; empty when nothing arrived in time."""
+        return fill_batch(self._fetch, self.max_batch_size, self.max_wait_s)
 
-        The wait starts with the call; it ends early once the batch is full. Returns an
-        empty list when nothing arrived in time.
-        """
-        deadline = time.monotonic() + self.max_wait_s
-        batch: list[Record] = []
-        while True:
-            remaining = deadline - time.monotonic()
-            fetched = self.consumer.poll(timeout_ms=max(0, int(remaining * 1000)),
-                                         max_records=self.max_batch_size - len(batch))
-            for records in fetched.values():
-                batch.extend(records)
-            if len(batch) >= self.max_batch_size or time.monotonic() >= deadline:
-                return batch
+    @staticmethod
+    def next_offsets(records: list[Record]) -> dict[PartitionKey, int]:
+        """Per partition, the offset after the last of ``records`` (what a commit stores)."""
+        return {(record.topic, record.partition): record.offset + 1 for record in records}
 
-    def commit(self, records: list[Record]) -> bool:
-        """Commit, per partition, the offset after the last of ``records``.
+    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool:
+        """Commit the given next offsets (see :meth:`next_offsets`), synchronously.
 
         Returns:
             False when the group rebalanced and the commit was refused: those records will be
             read again by the partition's new owner (at-least-once), so this is not an error.
         """
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(
-                record.offset + 1, "", -1)
+        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                   for (topic, partition), offset in next_offsets.items()}
         if not offsets:
             return True
         try:
