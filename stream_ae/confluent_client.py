@@ -179,7 +179,16 @@ class ConfluentSource:
         return self._connected
 
     def _fetch(self, wanted: int, timeout_s: float) -> list[Message]:
-        messages = self.consumer.consume(wanted, timeout_s)
+        # consume(n, timeout) waits for n messages or the timeout, whichever comes last for a
+        # quiet stream; poll() returns the first message as soon as it arrives, and
+        # consume(n, 0) then takes only what librdkafka has already queued.
+        if timeout_s > 0:
+            first = self.consumer.poll(timeout_s)
+            if first is None:
+                return []
+            messages = [first, *(self.consumer.consume(wanted - 1, 0) if wanted > 1 else [])]
+        else:
+            messages = self.consumer.consume(wanted, 0)
         if any(m.error() is not None for m in messages):
             for failed in (m for m in messages if m.error() is not None):
                 error = failed.error()
