@@ -1,4 +1,4 @@
-"""Choosing the Kafka client library (``kafka.client``), and what its sources share.
+"""Choosing the Kafka client library (``kafka.client``), and what the loop needs of each end.
 
 ``kafka-python`` (the default) builds :class:`source.KafkaSource` and :class:`sink.KafkaSink`;
 ``confluent-kafka`` (librdkafka; ``pip install 'stream-ae[confluent]'``) builds
@@ -9,44 +9,31 @@ has been acknowledged.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import Callable, Protocol
 
+from stream_ae.codec import PartitionKey, Record
 from stream_ae.config import Settings
 
-if TYPE_CHECKING:
-    from stream_ae.detector import Sink, Source
-    from stream_ae.source import PartitionKey
 
-T = TypeVar("T")
+class Source(Protocol):
+    """What the loop needs of the consuming end (see :class:`source.KafkaSource`)."""
+
+    def poll_batch(self) -> list[Record]: ...
+    def next_offsets(self, records: list[Record]) -> dict[PartitionKey, int]: ...
+    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool: ...
+    def rewind(self, records: list[Record]) -> None: ...
+    def lag(self) -> dict[PartitionKey, int]: ...
+    def connected(self) -> bool: ...
+    def close(self) -> None: ...
 
 
-def fill_batch(fetch: Callable[[int, float], list[T]], max_records: int, max_wait_s: float) -> list[T]:
-    """A micro-batch: the items that have arrived, as soon as the client holds no more of them.
+class Sink(Protocol):
+    """What the loop needs of the producing end (see :class:`sink.KafkaSink`)."""
 
-    Waits up to ``max_wait_s`` for the first items; once some are in hand, takes what the
-    client has already buffered (``fetch`` with no wait) and stops when that is nothing, or
-    at ``max_records`` items, or at ``max_wait_s`` after the call. Under load the buffer
-    keeps the batches full; on a quiet stream an event waits for no other.
-
-    Args:
-        fetch: returns at most ``still_wanted`` items, waiting at most ``seconds_left``
-            seconds (0 means: what is already there).
-        max_records: batch size bound (items).
-        max_wait_s: batch wait bound (seconds).
-
-    Returns:
-        At most ``max_records`` items, in arrival order; empty when nothing arrived in time.
-    """
-    deadline = time.monotonic() + max_wait_s
-    batch: list[T] = []
-    while True:
-        arrived = fetch(max_records - len(batch), 0.0 if batch else max(0.0, deadline - time.monotonic()))
-        if batch and not arrived:
-            return batch
-        batch.extend(arrived)
-        if len(batch) >= max_records or time.monotonic() >= deadline:
-            return batch
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None: ...
+    def flush(self) -> int: ...
+    def close(self) -> None: ...
 
 
 def make_source(settings: Settings, on_assigned: Callable[[list[PartitionKey]], None],

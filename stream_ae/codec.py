@@ -64,6 +64,9 @@ BINARY_HEADER = struct.Struct("<2sBBI")  # magic, version, flags, count: 8 bytes
 _NUMBER_TYPES = frozenset({int, float})
 
 
+PartitionKey = tuple[str, int]  # (topic, partition)
+
+
 class Record(Protocol):
     """What the codec reads of a consumed Kafka record (kafka-python's ``ConsumerRecord`` fits)."""
 

@@ -20,13 +20,13 @@ from typing import Any, Callable, Iterator, Sequence
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream_ae.clients import fill_batch
+from stream_ae.batching import fill_batch
+from stream_ae.codec import PartitionKey
 from stream_ae.config import ConsumerSettings, KafkaSettings
 from stream_ae.sink import DeliveryError
 
 log = logging.getLogger(__name__)
 
-PartitionKey = tuple[str, int]
 # commit refusals that mean "the group moved on": the records will be read again
 _REBALANCE_ERRORS = frozenset({KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
                                KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET})

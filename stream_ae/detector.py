@@ -13,17 +13,15 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 
 from stream_ae.alerts import ModelIdentity, alert_records, dead_letter_headers, score_records
 from stream_ae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from stream_ae.clients import make_sink, make_source
-from stream_ae.codec import EventDecoder, Record
+from stream_ae.clients import Sink, Source, make_sink, make_source
+from stream_ae.codec import EventDecoder, PartitionKey
 from stream_ae.config import Settings
 from stream_ae.metrics import DetectorMetrics, HealthState, MetricsServer
 from stream_ae.scorer import Scorer
 from stream_ae.sink import DeliveryError
-from stream_ae.source import PartitionKey
 from stream_ae.state_store import ThresholdStateStore
 from stream_ae.threshold import AdaptiveThreshold
 
@@ -31,27 +29,6 @@ log = logging.getLogger(__name__)
 
 DELIVERY_RETRY_BACKOFF_S = 1.0
 CONNECTION_CHECK_S = 1.0
-
-
-class Source(Protocol):
-    """What the loop needs of the consuming end (see :class:`source.KafkaSource`)."""
-
-    def poll_batch(self) -> list[Record]: ...
-    def next_offsets(self, records: list[Record]) -> dict[PartitionKey, int]: ...
-    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool: ...
-    def rewind(self, records: list[Record]) -> None: ...
-    def lag(self) -> dict[PartitionKey, int]: ...
-    def connected(self) -> bool: ...
-    def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    """What the loop needs of the producing end (see :class:`sink.KafkaSink`)."""
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None: ...
-    def flush(self) -> int: ...
-    def close(self) -> None: ...
 
 
 class Detector:

@@ -10,13 +10,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from stream_ae.clients import fill_batch
-from stream_ae.codec import Record
+from stream_ae.batching import fill_batch
+from stream_ae.codec import PartitionKey, Record
 from stream_ae.config import ConsumerSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 
-PartitionKey = tuple[str, int]
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream_ae.codec import PartitionKey
 from stream_ae.config import ThresholdSettings
 
-PartitionKey = tuple[str, int]
 _STD_FLOOR = 1e-12
 _ERROR_FLOOR = 1e-12  # log scale: errors at or below this count as this
 _CLIPPING_ROUNDS = 100
