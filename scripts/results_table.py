@@ -116,7 +116,8 @@ out for early stopping and the error statistics) and is scored on the rows it ne
 the other 20 % of the normal rows and every anomaly. F1 is at the threshold the daemon
 starts with for k = 3: mean + 3 · std of the log reconstruction error of the validation
 rows, after upper-tail sigma clipping (`stream_ae/threshold.py`). IsolationForest is fitted
-on the same normal training rows, its threshold taken the same way on the linear scale. Training times are wall-clock seconds on a shared machine, so they vary
+on the same normal training rows, its threshold taken the same way on the linear scale.
+Training times are wall-clock seconds on a shared machine, so they vary
 between runs; the AUCs are reproducible for a given seed on a given machine. The card
 subset's fraud rate (1.67 %) is ten times the full file's, so its AUC-PR is not comparable
 with full-file figures; AUC-ROC is._
