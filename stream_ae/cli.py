@@ -50,6 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``stream-ae train``: fit on a dataset's normal rows and write the checkpoint."""
     from stream_ae.training import train_autoencoder
 
     dataset = load_dataset(args.data, args.label_column)
@@ -63,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``stream-ae evaluate``: metrics, report and plots of a checkpoint on a labelled dataset."""
     from stream_ae.evaluate import evaluate, headline
 
     report_dir = args.report or args.model.with_name(f"{args.model.stem}-evaluation")
@@ -77,6 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``stream-ae run``: the daemon, until SIGTERM/SIGINT; SIGHUP reloads the checkpoint."""
     from stream_ae.detector import Detector
 
     settings = load_settings(args.config, **_overrides(args))
@@ -98,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """``stream-ae replay``: produce a dataset's rows into a topic as events."""
     from stream_ae.replay import replay
     from stream_ae.topics import ensure_topics
 
@@ -122,6 +126,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``stream-ae demo``: the whole product end to end on this machine."""
     from stream_ae.demo import print_summary, run_demo
 
     summary = run_demo(args.data, args.label_column, _training_options(args, progress=not args.json),
@@ -133,6 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``stream-ae bench``: throughput and latency figures against the local broker."""
     from stream_ae.bench import BenchOptions, markdown, run_bench, table, to_json
 
     given = {"events": args.events, "latency_seconds": args.latency_seconds, "payload": args.format,

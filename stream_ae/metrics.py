@@ -175,6 +175,7 @@ class HealthState:
 
     @property
     def live(self) -> bool:
+        """True while the loop has ticked within ``stall_after_s`` seconds."""
         return time.monotonic() - self.last_tick < self.stall_after_s
 
 
@@ -225,8 +226,10 @@ class MetricsServer:
         return self.server.server_address[1]
 
     def start(self) -> None:
+        """Serve from a daemon thread."""
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self.server.shutdown()
         self.server.server_close()

@@ -31,6 +31,7 @@ class ReplayReport:
 
     @property
     def events_per_second(self) -> float:
+        """Events sent per second of wall time."""
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
 
