@@ -1,4 +1,7 @@
-"""The confluent-kafka backend end to end against the real broker: same promise as kafka-python."""
+"""The confluent-kafka backend end to end against the real broker: same promise as kafka-python.
+
+The commit-after-acknowledgement test runs for both clients in ``test_detector.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ import pytest
 from stream_ae.alerts import REASON_HEADER
 from stream_ae.codec import encode_binary
 from stream_ae.topics import ensure_topics, read_topic
-from tests.conftest import RunningDetector, detector_settings
-from tests.conftest import committed_total
+from tests.conftest import RunningDetector, committed_total, detector_settings
 from tests.integration.test_detector import DATASET, events, produce
 
 pytestmark = pytest.mark.integration
@@ -50,36 +52,6 @@ def test_events_in_alerts_out_and_dead_letters(broker, topic_names, synthetic_ch
     assert {r.value: dict(r.headers)[REASON_HEADER].decode() for r in dead} == bad
     scores = read_topic(settings.kafka, settings.topics.scores, 400)
     assert len({r.key for r in scores}) == 400
-
-
-class Crash(Exception):
-    """Stands for the process dying between producing a batch's output and its acknowledgement."""
-
-
-def test_offsets_are_committed_only_after_acknowledgement(broker, topic_names, synthetic_checkpoint):
-    checkpoint, path = synthetic_checkpoint
-    settings = confluent_settings(broker, topic_names, path)
-    topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 1})
-    produce(settings, topic, events(checkpoint.training["split"]["test"][:200]))
-
-    class CrashBeforeAcknowledgement(confluent_client.ConfluentSink):
-        def flush(self) -> int:
-            raise Crash("killed before the broker acknowledged the batch")
-
-    crashing = RunningDetector(settings, checkpoint, sink=CrashBeforeAcknowledgement(settings.kafka))
-    crashing.thread.start()
-    crashing.wait_ready()
-    crashing.thread.join(30)
-    assert isinstance(crashing.error, Crash)
-    assert committed_total(settings, topic, 1) == 0, "nothing may be committed before the ack"
-
-    with RunningDetector(settings, checkpoint) as restarted:
-        totals = restarted.wait_accounted(200)
-    assert totals["events_in"] == 200, "the unacknowledged batch is read again"
-    assert committed_total(settings, topic, 1) == 200
-    keys = {r.key for r in read_topic(settings.kafka, settings.topics.scores, 200)}
-    assert keys == {f"{topic}-0-{offset}".encode() for offset in range(200)}
 
 
 def test_rewind_reads_a_batch_again(broker, topic_names, synthetic_checkpoint):

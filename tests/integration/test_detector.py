@@ -115,20 +115,31 @@ class Crash(Exception):
     """Stands for the process dying between producing a batch's alerts and their acknowledgement."""
 
 
-class CrashBeforeAcknowledgement(KafkaSink):
-    def flush(self) -> int:
-        raise Crash("killed before the broker acknowledged the batch")
+def crash_before_acknowledgement(sink_class: type) -> type:
+    """A sink of ``sink_class``'s kind whose process 'dies' when it would wait for the acks."""
+    class CrashBeforeAcknowledgement(sink_class):
+        def flush(self) -> int:
+            raise Crash("killed before the broker acknowledged the batch")
+    return CrashBeforeAcknowledgement
 
 
-def test_offsets_are_committed_only_after_alerts_are_acknowledged(broker, topic_names, synthetic_checkpoint):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_offsets_are_committed_only_after_alerts_are_acknowledged(broker, topic_names, synthetic_checkpoint,
+                                                                 client):
+    if client == "confluent-kafka":
+        sink_class = pytest.importorskip("stream_ae.confluent_client",
+                                         reason="confluent-kafka is not installed").ConfluentSink
+    else:
+        sink_class = KafkaSink
     checkpoint, path = synthetic_checkpoint
-    settings = detector_settings(broker, topic_names, path)
+    settings = detector_settings(broker, topic_names, path, kafka={"client": client})
     topic = settings.topics.input[0]
     ensure_topics(settings.kafka, {topic: 1})
     rows = checkpoint.training["split"]["test"][:200]
     produce(settings, topic, events(rows))
 
-    crashing = RunningDetector(settings, checkpoint, sink=CrashBeforeAcknowledgement(settings.kafka))
+    crashing = RunningDetector(settings, checkpoint,
+                               sink=crash_before_acknowledgement(sink_class)(settings.kafka))
     crashing.thread.start()
     crashing.wait_ready()
     crashing.thread.join(30)
