@@ -40,7 +40,6 @@ import os
 import platform
 import queue
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -59,6 +58,7 @@ from stream_ae.clients import make_source
 from stream_ae.codec import encode_binary, encode_event
 from stream_ae.config import Settings, load_settings
 from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.metrics import LATENCY_BUCKETS, STAGES, BatchHistogram, counter_values
 from stream_ae.scorer import Scorer
 from stream_ae.topics import ensure_topics
@@ -244,69 +244,40 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
         source.close()
 
 
-class _RunningDetector:
-    """The real detector loop in a thread, watched through its metrics."""
-
-    def __init__(self, settings: Settings, checkpoint: Checkpoint) -> None:
-        from stream_ae.detector import Detector
-
-        self.detector = Detector(settings, checkpoint)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="bench-detector", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.detector.run()
-        except BaseException as exc:  # reported by wait_for
-            self.error = exc
-
-    def scored(self) -> int:
-        return self.detector.metrics.totals()["events_scored"]
-
-    def stage_seconds(self) -> dict[str, float]:
-        values = counter_values(self.detector.metrics.stage_seconds)
-        return {stage: values.get((("stage", stage),), 0.0) for stage in STAGES}
-
-    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if self.error is not None:
-                raise RuntimeError(f"the detector failed while waiting for {what}") from self.error
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bench: timed out after {timeout_s:.0f} s waiting for {what}")
-            time.sleep(WATCH_INTERVAL_S)
-
-    def stop(self) -> None:
-        self.detector.stop()
-        self.thread.join(60)
+def _scored(running: BackgroundDetector) -> int:
+    return running.detector.metrics.totals()["events_scored"]
 
 
-def _sustained(running: _RunningDetector, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
+def _stage_seconds(running: BackgroundDetector) -> dict[str, float]:
+    values = counter_values(running.detector.metrics.stage_seconds)
+    return {stage: values.get((("stage", stage),), 0.0) for stage in STAGES}
+
+
+def _sustained(running: BackgroundDetector, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
     """Events/s of the detector over ``events`` records (from the end of its first batch),
     and each stage's share of the loop's time over the same span."""
     bar = tqdm(total=events, desc=what, unit="event", disable=not progress, mininterval=0.5)
-    running.wait_for(lambda: running.scored() > 0, 120, "the first batch")
-    first_at, first_count, first_stages = time.perf_counter(), running.scored(), running.stage_seconds()
+    running.wait_for(lambda: _scored(running) > 0, 120, "the first batch")
+    first_at, first_count, first_stages = time.perf_counter(), _scored(running), _stage_seconds(running)
 
     def done() -> bool:
-        scored = running.scored()
+        scored = _scored(running)
         bar.update(scored - bar.n)
         return scored >= events
     running.wait_for(done, 600, f"{events} events to be scored")
-    last_at, last_count, last_stages = time.perf_counter(), running.scored(), running.stage_seconds()
+    last_at, last_count, last_stages = time.perf_counter(), _scored(running), _stage_seconds(running)
     bar.close()
     spent = {stage: last_stages[stage] - first_stages[stage] for stage in STAGES}
     total = sum(spent.values()) or 1.0
     return _rate(first_at, first_count, last_at, last_count), {s: spent[s] / total for s in STAGES}
 
 
-def _latency(running: _RunningDetector, bootstrap: str, topic: str, payloads: list[bytes],
+def _latency(running: BackgroundDetector, bootstrap: str, topic: str, payloads: list[bytes],
              rate_eps: float, seconds: float) -> dict[str, float]:
     """p50/p95/p99 end-to-end latency (seconds) of events appended at ``rate_eps`` by a
     producer in another process, as the detector measures it."""
     samples = BatchHistogram("stream_ae_bench_latency_seconds", "bench phase", LATENCY_BUCKETS)
-    before = running.scored()
+    before = _scored(running)
     running.detector.metrics.end_to_end_latency = samples
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -317,7 +288,7 @@ def _latency(running: _RunningDetector, bootstrap: str, topic: str, payloads: li
         sent = results.get(timeout=seconds + 120)
     finally:
         producer.join(30)
-    running.wait_for(lambda: running.scored() >= before + sent, 120, "the paced events to be scored")
+    running.wait_for(lambda: _scored(running) >= before + sent, 120, "the paced events to be scored")
     latencies = samples.recent()
     if len(latencies) == 0:
         raise RuntimeError(f"bench: no latency samples at {rate_eps:.0f} events/s ({sent} sent)")
@@ -385,10 +356,11 @@ def _scale_out_worker(settings_json: str, checkpoint_path: str, threads: int, re
     from stream_ae.config import Settings
 
     torch.set_num_threads(threads)
-    running = _RunningDetector(Settings.model_validate_json(settings_json), load_checkpoint(checkpoint_path))
+    running = BackgroundDetector(Settings.model_validate_json(settings_json),
+                                 load_checkpoint(checkpoint_path), poll_s=WATCH_INTERVAL_S).start()
     try:
         while running.thread.is_alive():
-            reports.put((os.getpid(), time.time(), running.scored()))
+            reports.put((os.getpid(), time.time(), _scored(running)))
             time.sleep(0.05)
     finally:
         running.stop()
@@ -498,8 +470,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             limit_settings = lambda what: _settings(options, bootstrap, topics, client, group(what),  # noqa: E731
                                                     checkpoint_path)
             limit_before = consume_limit(limit_settings("limit-before"), in_topic, options.progress)
-            running = _RunningDetector(_settings(options, bootstrap, topics, client, group("detector"),
-                                                 checkpoint_path), checkpoint)
+            running = BackgroundDetector(_settings(options, bootstrap, topics, client, group("detector"),
+                                                   checkpoint_path), checkpoint, poll_s=WATCH_INTERVAL_S).start()
             try:
                 eps, shares = _sustained(running, in_topic, options.progress, f"detector ({client})")
                 # again with the detector idle: the mean brackets the detector's run when the

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,7 +25,7 @@ from stream_ae.broker import LocalBroker
 from stream_ae.checkpoint import save_checkpoint
 from stream_ae.config import Settings, load_settings
 from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
-from stream_ae.detector import Detector
+from stream_ae.detector import BackgroundDetector
 from stream_ae.replay import event_id, replay
 from stream_ae.sink import KafkaSink
 from stream_ae.topics import ensure_topics, read_topic
@@ -49,14 +48,6 @@ def _demo_settings(bootstrap: str, checkpoint: Path) -> Settings:
         model={"checkpoint": str(checkpoint)},
         metrics={"port": 0},
     )
-
-
-def _wait_until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"demo: timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _streamed_metrics(dataset: LabelledDataset, score_values: list[bytes]) -> dict[str, float]:
@@ -116,11 +107,7 @@ def run_demo(data: Path | None = None, label_column: str | None = None,
         settings = _demo_settings(broker.bootstrap_servers, checkpoint_path)
         ensure_topics(settings.kafka, {"events": INPUT_PARTITIONS, "alerts": 1,
                                        "events-dead-letter": 1, "scores": INPUT_PARTITIONS})
-        detector = Detector(settings, checkpoint)
-        worker = threading.Thread(target=detector.run, name="detector")
-        worker.start()
-        try:
-            _wait_until(lambda: detector.health.ready, 60, "the detector to join its group")
+        with BackgroundDetector(settings, checkpoint) as running:
             sink = KafkaSink(settings.kafka)
             for value in MALFORMED_RECORDS:
                 sink.send("events", b"malformed", value)
@@ -129,15 +116,9 @@ def run_demo(data: Path | None = None, label_column: str | None = None,
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as producer:
                 sent = producer.submit(replay, dataset, test_rows, settings.kafka, "events",
                                        rate_eps, progress).result()
-            events_in = sent.events + len(MALFORMED_RECORDS)
-            totals = detector.metrics.totals
-            _wait_until(lambda: totals()["events_scored"] + totals()["dead_lettered"] >= events_in,
-                        120, "every event to be scored or dead-lettered")
-            latencies = detector.metrics.end_to_end_latency.recent()
-        finally:
-            detector.stop()
-            worker.join(60)
-        counts = detector.metrics.totals()
+            running.wait_accounted(sent.events + len(MALFORMED_RECORDS), 120)
+            latencies = running.detector.metrics.end_to_end_latency.recent()
+        counts = running.detector.metrics.totals()
         scores = read_topic(settings.kafka, "scores", counts["events_scored"])
         quality = _streamed_metrics(dataset, [record.value for record in scores])
 

@@ -70,49 +70,6 @@ def detector_settings(broker, names, checkpoint_path: Path, **overrides) -> Sett
     return load_settings(**sections)
 
 
-class RunningDetector:
-    """A :class:`Detector` running in a background thread; use as a context manager."""
-
-    def __init__(self, settings: Settings, checkpoint: Checkpoint, **parts) -> None:
-        import threading
-
-        from stream_ae.detector import Detector
-
-        self.detector = Detector(settings, checkpoint, **parts)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="test-detector")
-
-    def _run(self) -> None:
-        try:
-            self.detector.run()
-        except BaseException as exc:  # the test inspects it
-            self.error = exc
-
-    def wait_ready(self, timeout_s: float = 60.0) -> "RunningDetector":
-        wait_for(lambda: self.detector.health.ready or self.error is not None, timeout_s,
-                 "the detector to join its group")
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def wait_accounted(self, events_in: int, timeout_s: float = 60.0) -> dict[str, int]:
-        """Wait until ``events_in`` records were scored or dead-lettered; returns the totals."""
-        def done() -> bool:
-            totals = self.detector.metrics.totals()
-            return totals["events_scored"] + totals["dead_lettered"] >= events_in
-        wait_for(done, timeout_s, f"{events_in} events to be accounted for")
-        return self.detector.metrics.totals()
-
-    def __enter__(self) -> "RunningDetector":
-        self.thread.start()
-        return self.wait_ready()
-
-    def __exit__(self, *exc: object) -> None:
-        self.detector.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the detector did not stop within 60 s"
-
-
 def wait_for(condition, timeout_s: float, what: str) -> None:
     """Poll ``condition`` every 50 ms; fail the test after ``timeout_s`` seconds."""
     import time

@@ -51,9 +51,10 @@ import yaml
 from stream_ae.broker import free_port
 from stream_ae.codec import encode_event
 from stream_ae.datasets import synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.sink import KafkaSink
 from stream_ae.topics import ensure_topics
-from tests.conftest import RunningDetector, detector_settings, wait_for
+from tests.conftest import detector_settings, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -300,7 +301,7 @@ def live_prometheus(broker, synthetic_checkpoint, tmp_path_factory):
     ensure_topics(settings.kafka, {topic: 3, settings.topics.alerts: 1,
                                    settings.topics.dead_letter: 1, settings.topics.scores: 3})
 
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         detector = running.detector
         wait_for(lambda: detector.server is not None, 30, "the metrics server")
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())

@@ -11,8 +11,9 @@ import pytest
 
 from stream_ae.alerts import REASON_HEADER
 from stream_ae.codec import encode_binary
+from stream_ae.detector import BackgroundDetector
 from stream_ae.topics import ensure_topics, read_topic
-from tests.conftest import RunningDetector, committed_total, detector_settings
+from tests.conftest import committed_total, detector_settings
 from tests.integration.test_detector import DATASET, events, produce
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def test_events_in_alerts_out_and_dead_letters(broker, topic_names, synthetic_ch
     bad = {b"not json": "invalid_json", encode_binary(np.ones(5)): "binary_wrong_count"}
     produce(settings, topic, events(rows[:200]) + list(bad) + [encode_binary(DATASET.values[r]) for r in rows[200:]])
 
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         assert isinstance(running.detector.source, confluent_client.ConfluentSource)
         assert isinstance(running.detector.sink, confluent_client.ConfluentSink)
         totals = running.wait_accounted(402)

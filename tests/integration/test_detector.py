@@ -21,10 +21,11 @@ from stream_ae.alerts import REASON_HEADER, SOURCE_HEADER
 from stream_ae.broker import free_port
 from stream_ae.codec import encode_event
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.sink import KafkaSink
 from stream_ae.threshold import seeded_threshold
 from stream_ae.topics import ensure_topics, read_topic
-from tests.conftest import RunningDetector, committed_total, detector_settings, wait_for
+from tests.conftest import committed_total, detector_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
     labels = DATASET.labels[rows]
     produce(settings, topic, events(rows) + [b"not json"])
 
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         totals = running.wait_accounted(len(rows) + 1)
         port = running.detector.server.port
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
@@ -138,18 +139,16 @@ def test_offsets_are_committed_only_after_alerts_are_acknowledged(broker, topic_
     rows = checkpoint.training["split"]["test"][:200]
     produce(settings, topic, events(rows))
 
-    crashing = RunningDetector(settings, checkpoint,
+    crashing = BackgroundDetector(settings, checkpoint,
                                sink=crash_before_acknowledgement(sink_class)(settings.kafka))
-    crashing.thread.start()
-    crashing.wait_ready()
-    crashing.thread.join(30)
+    crashing.start().thread.join(60)  # it joins the group, reads a batch, and dies at the flush
     assert isinstance(crashing.error, Crash)
     registry = crashing.detector.metrics.registry
     assert registry.get_sample_value("stream_ae_batch_size_events_sum") > 0, "it had read a batch"
     assert crashing.detector.metrics.totals()["events_in"] == 0, "a batch counts once it is done"
     assert committed_total(settings, topic, 1) == 0, "nothing may be committed before the ack"
 
-    with RunningDetector(settings, checkpoint) as restarted:
+    with BackgroundDetector(settings, checkpoint) as restarted:
         totals = restarted.wait_accounted(200)
     assert totals["events_in"] == 200, "the unacknowledged batch is read again"
     assert committed_total(settings, topic, 1) == 200
@@ -179,7 +178,7 @@ def test_malformed_records_reach_the_dead_letter_topic_and_nothing_is_lost(broke
     keys = [f"k{i}".encode() for i in range(len(values))]
     produce(settings, topic, values, keys)
 
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         totals = running.wait_accounted(len(values))
     assert totals["events_in"] == len(values) == totals["events_scored"] + totals["dead_lettered"]
     assert totals["events_scored"] == 100 and totals["dead_lettered"] == len(bad)
@@ -206,7 +205,7 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
     normal_rows = checkpoint.training["split"]["validation"]
     rng = np.random.default_rng(5)
 
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         registry = running.detector.metrics.registry
         gauge = lambda: registry.get_sample_value("stream_ae_threshold", {"topic": topic, "partition": "0"})  # noqa: E731
         sent = 0

@@ -8,12 +8,13 @@ import pytest
 
 from stream_ae.checkpoint import save_checkpoint
 from stream_ae.datasets import synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.evaluate import score_events
 from stream_ae.models import MODEL_BUILDERS
 from stream_ae.replay import event_id, replay
 from stream_ae.topics import ensure_topics, read_topic
 from stream_ae.training import TrainingOptions, train_autoencoder
-from tests.conftest import RunningDetector, detector_settings
+from tests.conftest import detector_settings
 from tests.test_models import synthetic_windows
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def test_each_model_scores_every_streamed_event(name, hparams, broker, topic_nam
     ensure_topics(settings.kafka, {topic: 2, scores_topic: 1})
     rows = np.asarray(checkpoint.training["split"]["test"])[:EVENTS]
 
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         replay(dataset, rows, settings.kafka, topic, progress=False)
         totals = running.wait_accounted(len(rows))
     assert totals["events_scored"] == len(rows) and totals["dead_lettered"] == 0

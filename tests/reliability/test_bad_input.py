@@ -13,16 +13,19 @@ import string
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
 from stream_ae.alerts import REASON_HEADER
 from stream_ae.checkpoint import save_checkpoint
 from stream_ae.codec import REASONS
 from stream_ae.datasets import CARD_FEATURES, LabelledDataset
+from stream_ae.detector import BackgroundDetector
 from stream_ae.topics import ensure_topics
 from stream_ae.training import TrainingOptions, train_autoencoder
-from tests.conftest import RunningDetector, detector_settings
+from tests.conftest import detector_settings
 from tests.reliability.conftest import produce_values
 
 pytestmark = pytest.mark.integration
@@ -38,7 +41,7 @@ not_numbers = st.one_of(st.text(max_size=5), st.booleans(), st.none(), st.lists(
 class Stream:
     """A running daemon, its settings and a reader of its dead-letter topic."""
 
-    def __init__(self, running: RunningDetector, settings) -> None:
+    def __init__(self, running: BackgroundDetector, settings) -> None:
         self.running = running
         self.settings = settings
         self.dead = KafkaConsumer(**settings.kafka.client_options(), group_id=None,
@@ -87,7 +90,7 @@ def streams(broker, synthetic_checkpoint, tmp_path_factory):
                                      events={"max_record_bytes": MAX_BYTES},
                                      topics={"scores": None, "state": None})
         ensure_topics(settings.kafka, {settings.topics.input[0]: 2, settings.topics.dead_letter: 1})
-        running = RunningDetector(settings, ckpt).__enter__()
+        running = BackgroundDetector(settings, ckpt).__enter__()
         opened[kind] = (Stream(running, settings), running)
     yield {kind: stream for kind, (stream, _) in opened.items()}
     for stream, running in opened.values():

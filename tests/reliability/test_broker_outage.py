@@ -11,8 +11,9 @@ import pytest
 from stream_ae.broker import LocalBroker
 from stream_ae.codec import encode_event
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.topics import ensure_topics
-from tests.conftest import RunningDetector, detector_settings, wait_for
+from tests.conftest import detector_settings, wait_for
 from tests.reliability.conftest import produce_values
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
               settings.topics.scores: 2, settings.topics.state: 1}
     ensure_topics(settings.kafka, topics)
     try:
-        with RunningDetector(settings, checkpoint) as running:
+        with BackgroundDetector(settings, checkpoint) as running:
             detector, port = running.detector, running.detector.server.port
             produce_values(settings, settings.topics.input[0], values[:500])
             running.wait_accounted(500)

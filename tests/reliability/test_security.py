@@ -18,8 +18,9 @@ from stream_ae.broker import free_port
 from stream_ae.codec import encode_event
 from stream_ae.config import ConfigError, Settings, load_settings
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.topics import ensure_topics
-from tests.conftest import RunningDetector, detector_settings, wait_for
+from tests.conftest import detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values
 
 SECRET = "pa55-Wh1sper-7f3c9e"          # would never appear in a log line by chance
@@ -102,7 +103,7 @@ def test_an_in_process_detector_passes_the_secret_to_its_clients_and_never_logs_
     ensure_topics(settings.kafka, {topic: 2})
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="kafka")  # kafka-python's own INFO lines too
-    with RunningDetector(settings, checkpoint) as running:
+    with BackgroundDetector(settings, checkpoint) as running:
         produce_values(settings, topic, some_events(200))
         totals = running.wait_accounted(200)
         consumer_config = running.detector.source.consumer.config
@@ -194,7 +195,7 @@ def test_the_metrics_server_answers_on_the_configured_address_only(broker, topic
     checkpoint, path = synthetic_checkpoint
     default = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")})
     assert default.metrics.host == "127.0.0.1"
-    with RunningDetector(default, checkpoint) as running:
+    with BackgroundDetector(default, checkpoint) as running:
         server = running.detector.server
         assert server.server.server_address[0] == "127.0.0.1"
         assert get(f"http://127.0.0.1:{server.port}/healthz") == 200
@@ -203,7 +204,7 @@ def test_the_metrics_server_answers_on_the_configured_address_only(broker, topic
     port = free_port()
     elsewhere = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")},
                                   metrics={"host": "127.0.0.2", "port": port})
-    with RunningDetector(elsewhere, checkpoint) as running:
+    with BackgroundDetector(elsewhere, checkpoint) as running:
         assert running.detector.server.server.server_address == ("127.0.0.2", port)
         assert get(f"http://127.0.0.2:{port}/healthz") == 200
         assert get(f"http://127.0.0.2:{port}/readyz") == 200

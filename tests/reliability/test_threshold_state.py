@@ -7,8 +7,9 @@ import pytest
 
 from stream_ae.codec import encode_event
 from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.detector import BackgroundDetector
 from stream_ae.topics import ensure_topics
-from tests.conftest import RunningDetector, detector_settings
+from tests.conftest import detector_settings
 from tests.reliability.conftest import produce_values, read_json
 
 pytestmark = pytest.mark.integration
@@ -27,12 +28,12 @@ def stream(settings, checkpoint, values: list[bytes], keys: list[bytes], restart
     ensure_topics(settings.kafka, {topic: PARTITIONS})
     cut = restart_at or len(values)
     produce_values(settings, topic, values[:cut], keys[:cut])
-    with RunningDetector(settings, checkpoint) as first:
+    with BackgroundDetector(settings, checkpoint) as first:
         first.wait_accounted(cut)
         at_stop = {key: first.detector.threshold.threshold(key) for key in sorted(first.detector.assigned)}
     after_restart = {}
     if restart_at is not None:
-        with RunningDetector(settings, checkpoint) as second:
+        with BackgroundDetector(settings, checkpoint) as second:
             after_restart = {key: second.detector.threshold.threshold(key)
                              for key in sorted(second.detector.assigned)}
             produce_values(settings, topic, values[cut:], keys[cut:])
