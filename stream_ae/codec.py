@@ -90,7 +90,7 @@ class RecordColumns(Protocol):
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> Record: ...
     def __iter__(self): ...
-    def columns(self) -> tuple[list[bytes | None], list[tuple[str, int]], list[int]]:
+    def columns(self) -> tuple[list[bytes | None], list[PartitionKey], list[int]]:
         """``(values, (topic, partition) pairs, timestamps in ms)``, one entry per record."""
     def take(self, indices: Sequence[int]) -> "RecordColumns":
         """The records at ``indices``, in that order."""
@@ -123,7 +123,7 @@ class Batch:
     records: Sequence[Record]
     event_ids: list[str | None]
     partition_index: np.ndarray
-    partitions: list[tuple[str, int]]
+    partitions: list[PartitionKey]
     timestamps_ms: np.ndarray
 
     def __len__(self) -> int:
@@ -166,7 +166,7 @@ def _check_numbers(values: Sequence[Any], what: str) -> None:
         raise _Invalid("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
 
 
-def _columns(records: Sequence[Record]) -> tuple[list[bytes | None], list[tuple[str, int]], list[int]]:
+def _columns(records: Sequence[Record]) -> tuple[list[bytes | None], list[PartitionKey], list[int]]:
     columns = getattr(records, "columns", None)
     if columns is not None:
         return columns()
@@ -392,8 +392,8 @@ class EventDecoder:
 
     @staticmethod
     def _assemble(values: np.ndarray, records: Sequence[Record], accepted: list[int], ids: list[Any],
-                  keys: list[tuple[str, int]], stamps: list[int]) -> Batch:
-        slots: dict[tuple[str, int], int] = {}
+                  keys: list[PartitionKey], stamps: list[int]) -> Batch:
+        slots: dict[PartitionKey, int] = {}
         partition_index = np.fromiter((slots.setdefault(keys[i], len(slots)) for i in accepted),
                                       dtype=np.int32, count=len(accepted))
         timestamps = np.array(stamps, dtype=np.int64)
