@@ -103,6 +103,13 @@ class ConsumerSettings(_Section):
                 raise ValueError(f"{entry!r} is not of the form 'topic:partition'")
         return entries
 
+    def static_assignment(self) -> list[tuple[str, int]] | None:
+        """``static_partitions`` as ``(topic, partition)`` pairs, or None to join a rebalance."""
+        if not self.static_partitions:
+            return None
+        return [(topic, int(number)) for topic, _, number in
+                (entry.rpartition(":") for entry in self.static_partitions)]
+
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> "ConsumerSettings":
         if self.heartbeat_interval_ms >= self.session_timeout_ms:

@@ -155,9 +155,8 @@ class ConfluentSource:
             "statistics.interval.ms": 1000,
             "stats_cb": self._statistics,
         })
-        static = getattr(consumer, "static_partitions", None)
-        if static:
-            keys = [(topic, int(number)) for topic, _, number in (entry.rpartition(":") for entry in static)]
+        keys = consumer.static_assignment()
+        if keys:
             self.consumer.assign([TopicPartition(topic, partition) for topic, partition in keys])
             on_assigned(keys)
         else:

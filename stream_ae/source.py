@@ -64,9 +64,8 @@ class KafkaSource:
             session_timeout_ms=consumer.session_timeout_ms,
             heartbeat_interval_ms=consumer.heartbeat_interval_ms,
         )
-        if consumer.static_partitions:
-            keys = [(topic, int(number)) for topic, _, number in
-                    (entry.rpartition(":") for entry in consumer.static_partitions)]
+        keys = consumer.static_assignment()
+        if keys:
             self.consumer.assign([TopicPartition(topic, number) for topic, number in keys])
             on_assigned(keys)
         else:
