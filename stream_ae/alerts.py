@@ -45,14 +45,15 @@ class ModelIdentity:
 
 def _common_fields(batch: Batch, index: int, scores: Scores, verdict: Verdict,
                    detected_at_ms: int, model: ModelIdentity) -> dict:
-    record = batch.records[index]
+    topic, partition = batch.partitions[batch.partition_index[index]]
+    offset = int(batch.offsets[index])
     return {
-        "key": record_key(record.topic, record.partition, record.offset),
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
+        "key": record_key(topic, partition, offset),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
         "event_id": batch.event_ids[index],
-        "event_timestamp_ms": record.timestamp,
+        "event_timestamp_ms": int(batch.timestamps_ms[index]),
         "detected_at_ms": detected_at_ms,
         "reconstruction_error": float(scores.errors[index]),
         "threshold": float(verdict.thresholds[index]),
@@ -66,12 +67,14 @@ def alert_records(batch: Batch, scores: Scores, verdict: Verdict, attribution_na
                   detected_at_ms: int, model: ModelIdentity) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` of an alert for every flagged event of the batch."""
     out = []
-    for index in np.flatnonzero(verdict.flags):
+    flagged = np.flatnonzero(verdict.flags)
+    if len(flagged) == 0:
+        return out
+    top_index, top_error = scores.top_features(flagged)
+    for index, features, errors in zip(flagged, top_index.tolist(), top_error.tolist()):
         alert = _common_fields(batch, index, scores, verdict, detected_at_ms, model)
-        alert["top_features"] = [
-            {"name": attribution_names[feature], "error": float(error)}
-            for feature, error in zip(scores.top_index[index], scores.top_error[index])
-        ]
+        alert["top_features"] = [{"name": attribution_names[feature], "error": error}
+                                 for feature, error in zip(features, errors)]
         out.append((alert["key"].encode(), orjson.dumps(alert)))
     return out
 

@@ -8,7 +8,8 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
-def fill_batch(fetch: Callable[[int, float], list[T]], max_records: int, max_wait_s: float) -> list[T]:
+def fill_batch(fetch: Callable[[int, float], list[T]], max_records: int, max_wait_s: float,
+               wait: bool = True) -> list[T]:
     """A micro-batch: the items that have arrived, as soon as the client holds no more of them.
 
     Waits up to ``max_wait_s`` for the first items; once some are in hand, takes what the
@@ -21,6 +22,8 @@ def fill_batch(fetch: Callable[[int, float], list[T]], max_records: int, max_wai
             seconds (0 means: what is already there).
         max_records: batch size bound (items).
         max_wait_s: batch wait bound (seconds).
+        wait: False to wait for nothing: an empty batch at once when the client holds no
+            item (the loop asks so while an earlier batch's output is being acknowledged).
 
     Returns:
         At most ``max_records`` items, in arrival order; empty when nothing arrived in time.
@@ -28,8 +31,9 @@ def fill_batch(fetch: Callable[[int, float], list[T]], max_records: int, max_wai
     deadline = time.monotonic() + max_wait_s
     batch: list[T] = []
     while True:
-        arrived = fetch(max_records - len(batch), 0.0 if batch else max(0.0, deadline - time.monotonic()))
-        if batch and not arrived:
+        waiting = wait and not batch
+        arrived = fetch(max_records - len(batch), max(0.0, deadline - time.monotonic()) if waiting else 0.0)
+        if not arrived and not waiting:
             return batch
         batch.extend(arrived)
         if len(batch) >= max_records or time.monotonic() >= deadline:

@@ -6,13 +6,19 @@ from the synthetic transaction set or ``--data``), and then, for each Kafka clie
 
 1. **consume limit**: the client's own source (:func:`clients.make_source`, same settings
    as the detector's) reads the whole topic in a fresh consumer group and discards the
-   records; events/s from the end of the first batch to the last record (so the group
-   join is left out); measured before and again after the detector's run, in fresh
-   groups, and averaged, so that a drift in the machine's load does not favour either;
+   client's record objects as they come (``poll_records``: no columns built, nothing
+   decoded); events/s from the end of the first batch to the last record (so the group
+   join is left out);
 2. **detector**: the real :class:`detector.Detector` (its ``run`` loop, in a thread) reads
-   the same topic in another fresh group; events/s over the same span, its ratio to the
-   consume limit, and each stage's share of the loop's time over that span (from
-   ``stream_ae_stage_seconds_total``);
+   the same topic in another fresh group; events/s over the same span, and each stage's
+   share of the loop's time over that span (from ``stream_ae_stage_seconds_total``);
+
+   the two alternate, ``rounds`` detector runs each bracketed by consume-limit runs
+   (L D L D … L): a round's ratio is its detector's events/s over the mean of the two
+   limits around it, and the reported figures are medians over the rounds, so that a
+   drift or a burst in the machine's load (other processes share its cores) favours
+   neither side. The bench's process freezes its start-up heap out of the garbage
+   collector first, as the daemon does (:func:`detector.freeze_long_lived_objects`);
 3. **latency**: with the detector caught up, a paced producer in a separate process (so
    that its work does not share the detector's GIL) appends events at 50% and then 90%
    of the detector's sustained rate, and at a fixed 2,000 events/s (the demo's rate, far
@@ -58,7 +64,7 @@ from stream_ae.clients import make_source
 from stream_ae.codec import encode_binary, encode_event
 from stream_ae.config import Settings, load_settings
 from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
-from stream_ae.detector import BackgroundDetector
+from stream_ae.detector import BackgroundDetector, freeze_long_lived_objects
 from stream_ae.metrics import LATENCY_BUCKETS, STAGES, BatchHistogram, counter_values
 from stream_ae.scorer import Scorer
 from stream_ae.topics import ensure_topics
@@ -69,7 +75,7 @@ log = logging.getLogger(__name__)
 CLIENTS = ("kafka-python", "confluent-kafka")
 LOAD_LEVELS = (0.5, 0.9)
 FIXED_RATE_EPS = 2000.0  # the demo's replay rate: latency where the machine is far from saturated
-WATCH_INTERVAL_S = 0.05  # how often the bench reads the detector's counters
+WATCH_INTERVAL_S = 0.005  # how often the bench reads the detector's counters (seconds)
 
 
 @dataclass
@@ -78,6 +84,7 @@ class BenchOptions:
 
     Attributes:
         events: records written to the topic (and read by every throughput phase).
+        rounds: detector runs, each between two consume-limit runs (see the module docstring).
         partitions: partitions of the topic (even, so two processes split it evenly).
         payload: ``json`` or ``binary`` (see :mod:`stream_ae.codec`).
         max_batch_size, max_wait_ms, fetch_max_wait_ms: the detector's consumer settings.
@@ -97,6 +104,7 @@ class BenchOptions:
     """
 
     events: int = 200_000
+    rounds: int = 3
     partitions: int = 4
     payload: str = "json"
     max_batch_size: int = 4096
@@ -119,7 +127,7 @@ class BenchOptions:
     @classmethod
     def quick(cls, **changes: Any) -> "BenchOptions":
         """Tiny sizes for a smoke run (seconds, not minutes): figures are not meaningful."""
-        return cls(**{"events": 3000, "max_batch_size": 256, "latency_seconds": 1.5,
+        return cls(**{"events": 3000, "rounds": 1, "max_batch_size": 256, "latency_seconds": 1.5,
                       "baseline_seconds": 1.0, "compile": False, "training_epochs": 2, **changes})
 
 
@@ -233,7 +241,7 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
                disable=not progress, mininterval=0.5)
     try:
         while seen < events:
-            got = len(source.poll_batch())
+            got = len(source.poll_records())
             seen += got
             bar.update(got)
             if got and first is None:
@@ -245,7 +253,7 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
 
 
 def _scored(running: BackgroundDetector) -> int:
-    return running.detector.metrics.totals()["events_scored"]
+    return int(counter_values(running.detector.metrics.events_scored)[()])
 
 
 def _stage_seconds(running: BackgroundDetector) -> dict[str, float]:
@@ -255,7 +263,7 @@ def _stage_seconds(running: BackgroundDetector) -> dict[str, float]:
 
 def _sustained(running: BackgroundDetector, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
     """Events/s of the detector over ``events`` records (from the end of its first batch),
-    and each stage's share of the loop's time over the same span."""
+    and the seconds each stage took over the same span."""
     bar = tqdm(total=events, desc=what, unit="event", disable=not progress, mininterval=0.5)
     running.wait_for(lambda: _scored(running) > 0, 120, "the first batch")
     first_at, first_count, first_stages = time.perf_counter(), _scored(running), _stage_seconds(running)
@@ -267,9 +275,56 @@ def _sustained(running: BackgroundDetector, events: int, progress: bool, what: s
     running.wait_for(done, 600, f"{events} events to be scored")
     last_at, last_count, last_stages = time.perf_counter(), _scored(running), _stage_seconds(running)
     bar.close()
-    spent = {stage: last_stages[stage] - first_stages[stage] for stage in STAGES}
-    total = sum(spent.values()) or 1.0
-    return _rate(first_at, first_count, last_at, last_count), {s: spent[s] / total for s in STAGES}
+    return (_rate(first_at, first_count, last_at, last_count),
+            {stage: last_stages[stage] - first_stages[stage] for stage in STAGES})
+
+
+def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[str, str], Settings],
+                       checkpoint: Checkpoint, events: int) -> tuple[dict[str, Any], BackgroundDetector]:
+    """Consume-limit and detector runs, alternating (see the module docstring), all but the
+    last consume-limit run, which the caller makes once it is done with the detector.
+
+    Args:
+        settings: ``(client, group) -> Settings`` for a fresh consumer group.
+        events: records in the topic.
+
+    Returns:
+        ``(figures, running)``: ``consume_limit_runs_eps`` and ``detector_runs_eps`` (one per
+        run), ``stage_seconds`` (summed over the detector runs), and the last detector, still
+        running and caught up, for the latency phases.
+    """
+    limits = [consume_limit(settings(client, "limit-0"), events, options.progress)]
+    detector_runs: list[float] = []
+    stage_seconds = dict.fromkeys(STAGES, 0.0)
+    running: BackgroundDetector | None = None
+    for round_number in range(1, options.rounds + 1):
+        if running is not None:
+            running.stop()
+            limits.append(consume_limit(settings(client, f"limit-{round_number - 1}"), events, options.progress))
+        running = BackgroundDetector(settings(client, f"detector-{round_number}"), checkpoint,
+                                     poll_s=WATCH_INTERVAL_S).start()
+        try:
+            eps, spent = _sustained(running, events, options.progress, f"detector ({client}, round {round_number})")
+        except BaseException:
+            running.stop()
+            raise
+        detector_runs.append(eps)
+        for stage in STAGES:
+            stage_seconds[stage] += spent[stage]
+    assert running is not None
+    return {"consume_limit_runs_eps": limits, "detector_runs_eps": detector_runs,
+            "stage_seconds": stage_seconds}, running
+
+
+def _round_figures(figures: dict[str, Any]) -> dict[str, Any]:
+    """Medians over the rounds: consume limit, detector events/s, and the ratio of each
+    detector run to the mean of the two consume-limit runs around it."""
+    limits, detectors = figures["consume_limit_runs_eps"], figures["detector_runs_eps"]
+    ratios = [eps / ((limits[n] + limits[n + 1]) / 2) for n, eps in enumerate(detectors)]
+    total = sum(figures["stage_seconds"].values()) or 1.0
+    return {"consume_limit_eps": float(np.median(limits)), "detector_eps": float(np.median(detectors)),
+            "ratio": float(np.median(ratios)), "ratio_runs": ratios, **figures,
+            "stage_share": {stage: spent / total for stage, spent in figures["stage_seconds"].items()}}
 
 
 def _latency(running: BackgroundDetector, bootstrap: str, topic: str, payloads: list[bytes],
@@ -465,30 +520,25 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                    topics.state: 1})
         fill_eps = _fill(bootstrap, topics.input, payloads, options.events, options.progress)
         in_topic = options.events
+        freeze_long_lived_objects()
         for client in clients:
-            group = lambda what: f"bench-{run_id}-{client}-{what}"  # noqa: E731
-            limit_settings = lambda what: _settings(options, bootstrap, topics, client, group(what),  # noqa: E731
-                                                    checkpoint_path)
-            limit_before = consume_limit(limit_settings("limit-before"), in_topic, options.progress)
-            running = BackgroundDetector(_settings(options, bootstrap, topics, client, group("detector"),
-                                                   checkpoint_path), checkpoint, poll_s=WATCH_INTERVAL_S).start()
+            figures, running = _throughput_rounds(options, client, lambda client, group: _settings(
+                options, bootstrap, topics, client, f"bench-{run_id}-{client}-{group}", checkpoint_path),
+                checkpoint, in_topic)
             try:
-                eps, shares = _sustained(running, in_topic, options.progress, f"detector ({client})")
-                # again with the detector idle: the mean brackets the detector's run when the
-                # machine's load drifts (other processes share its cores)
-                limit_after = consume_limit(limit_settings("limit-after"), in_topic, options.progress)
-                rates = {f"{int(level * 100)}%": level * eps for level in LOAD_LEVELS}
+                sustained = float(np.median(figures["detector_runs_eps"]))
+                rates = {f"{int(level * 100)}%": level * sustained for level in LOAD_LEVELS}
                 rates[f"{FIXED_RATE_EPS:g}/s"] = FIXED_RATE_EPS
                 latency = {name: _latency(running, bootstrap, topics.input, payloads, rate, options.latency_seconds)
                            for name, rate in tqdm(rates.items(), desc=f"latency ({client})",
                                                   disable=not options.progress)}
             finally:
                 running.stop()
-            limit = (limit_before + limit_after) / 2
-            results["clients"][client] = {"consume_limit_eps": limit, "consume_limit_before_eps": limit_before,
-                                          "consume_limit_after_eps": limit_after, "detector_eps": eps,
-                                          "ratio": eps / limit, "stage_share": shares, "latency": latency}
             in_topic += sum(level["events"] for level in latency.values())
+            figures["consume_limit_runs_eps"].append(consume_limit(
+                _settings(options, bootstrap, topics, client, f"bench-{run_id}-{client}-limit-{options.rounds}", checkpoint_path),
+                in_topic, options.progress))
+            results["clients"][client] = {**_round_figures(figures), "latency": latency}
         baseline = _naive_baseline(bootstrap, topics.input, topics.alerts, checkpoint, options.baseline_seconds)
         results["per_event_baseline_eps"] = baseline
         results["model_per_event_eps"] = _model_per_event(checkpoint, dataset.values[:2000])
@@ -548,9 +598,9 @@ def _summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, 
         summary["scale_out_eps"] = results["scale_out_eps"]
         summary["scale_out_speedup"] = results["scale_out_eps"] / default["detector_eps"]
     summary["stage_share"] = {client: figures["stage_share"] for client, figures in clients.items()}
-    summary["consume_limit_runs"] = {client: {"before": figures["consume_limit_before_eps"],
-                                              "after": figures["consume_limit_after_eps"]}
-                                     for client, figures in clients.items()}
+    summary["runs"] = {client: {"consume_limit_eps": figures["consume_limit_runs_eps"],
+                                "detector_eps": figures["detector_runs_eps"], "ratio": figures["ratio_runs"]}
+                       for client, figures in clients.items()}
     summary["latency"] = {client: figures["latency"] for client, figures in clients.items()}
     if "accuracy" in results:
         summary["accuracy"] = results["accuracy"]
@@ -592,10 +642,6 @@ def table(summary: dict[str, Any]) -> str:
         cells = [fmt(summary[p + key]) if (p + key) in summary else "-" for p in ("", "confluent_")]
         lines.append(f"{label:34}{cells[0]:>16}{cells[1]:>18}")
     row("consume limit (events/s)", "consume_limit_eps", _eps)
-    for when in ("before", "after"):
-        cells = [_eps(summary["consume_limit_runs"][c][when]) if c in summary["consume_limit_runs"] else "-"
-                 for c in CLIENTS]
-        lines.append(f"{f'  measured {when} the detector':34}{cells[0]:>16}{cells[1]:>18}")
     row("detector (events/s)", "detector_eps", _eps)
     row("ratio to the consume limit", "ratio", lambda v: f"{v:.2f}")
     for level in ("50%", "90%", f"{FIXED_RATE_EPS:g}/s"):
@@ -609,6 +655,11 @@ def table(summary: dict[str, Any]) -> str:
                  for c in CLIENTS]
         lines.append(f"{f'time in {stage}':34}{cells[0]:>16}{cells[1]:>18}")
     lines.append("")
+    for client, runs in summary["runs"].items():
+        lines.append(f"{client}, each run in order (medians above): consume limit "
+                     f"{' '.join(_eps(v) for v in runs['consume_limit_eps'])}; detector "
+                     f"{' '.join(_eps(v) for v in runs['detector_eps'])}; ratio "
+                     f"{' '.join(f'{v:.2f}' for v in runs['ratio'])}")
     lines.append(f"per-event baseline (naive loop)   {_eps(summary['per_event_baseline_eps'])} events/s; "
                  f"detector is {summary['baseline_ratio']:.0f}x")
     lines.append(f"model alone, one call per event   {_eps(summary['model_per_event_eps'])} events/s; "

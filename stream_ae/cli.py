@@ -141,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``stream-ae bench``: throughput and latency figures against the local broker."""
     from stream_ae.bench import BenchOptions, markdown, run_bench, table, to_json
 
-    given = {"events": args.events, "latency_seconds": args.latency_seconds, "payload": args.format,
+    given = {"events": args.events, "rounds": args.rounds, "latency_seconds": args.latency_seconds, "payload": args.format,
              "max_batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
              "clients": tuple(args.clients) if args.clients else None,
              "scale_out": False if args.no_scale_out else None,
@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="throughput and latency figures, all in one run")
     bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, figures not meaningful")
     bench.add_argument("--events", type=int, help="records in the topic (default: 200,000; --quick 3,000)")
+    bench.add_argument("--rounds", type=int, help="detector runs, each between two consume-limit runs "
+                       "(default: 3; --quick 1)")
     bench.add_argument("--format", choices=["json", "binary"], help="payload of the records (default: json)")
     bench.add_argument("--batch-size", type=int, help="consumer.max_batch_size (default: 4096)")
     bench.add_argument("--max-wait-ms", type=int, help="consumer.max_wait_ms (default: 50)")

@@ -25,7 +25,8 @@ the ``REASONS`` below.
 
 Decoding is batched: JSON goes through orjson, one call per record, and a feature lookup
 done in C (``operator.itemgetter``); binary records are joined and read with one
-``numpy.frombuffer``; both land in a preallocated float32 array (pinned host memory when
+``numpy.frombuffer`` (with no Python work per record when the whole batch is binary and
+well formed); both land in a preallocated float32 array (pinned host memory when
 CUDA is used, so the copy to the device can be asynchronous).
 """
 
@@ -36,11 +37,13 @@ import struct
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
 import torch
+
+from stream_ae.records import ConsumedBatch, PartitionKey, Record
 
 REASONS = (
     "empty",             # no value, or zero bytes
@@ -64,38 +67,6 @@ BINARY_HEADER = struct.Struct("<2sBBI")  # magic, version, flags, count: 8 bytes
 _NUMBER_TYPES = frozenset({int, float})
 
 
-PartitionKey = tuple[str, int]  # (topic, partition)
-
-
-class Record(Protocol):
-    """What the codec reads of a consumed Kafka record (kafka-python's ``ConsumerRecord`` fits)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int  # milliseconds since the epoch
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-class RecordColumns(Protocol):
-    """A micro-batch that hands out its records' fields a column at a time.
-
-    A source whose client has no record objects with attributes (confluent-kafka's
-    ``Message`` has methods) returns this instead of a list, so that no Python object is
-    built per record on the hot path; records are materialised only when indexed.
-    """
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> Record: ...
-    def __iter__(self): ...
-    def columns(self) -> tuple[list[bytes | None], list[PartitionKey], list[int]]:
-        """``(values, (topic, partition) pairs, timestamps in ms)``, one entry per record."""
-    def take(self, indices: Sequence[int]) -> "RecordColumns":
-        """The records at ``indices``, in that order."""
-
-
 @dataclass(frozen=True)
 class Rejected:
     """A record that could not be decoded: the record, a reason from ``REASONS``, and details."""
@@ -112,22 +83,22 @@ class Batch:
     Attributes:
         values: float32 array of shape ``(events, features)`` (``features`` = window length
             for windows): a view of the decoder's buffer, valid until its next ``decode``.
-        records: the source record of each event (topic, partition, offset, key, timestamp).
-        event_ids: the event's id field, or None where absent.
+        event_ids: the event's id field, or None where absent, ``(events,)``.
+        partitions: the distinct ``(topic, partition)`` pairs of the consumed batch.
         partition_index: int32 array ``(events,)`` indexing ``partitions``.
-        partitions: the distinct ``(topic, partition)`` pairs of the batch.
+        offsets: int64 array ``(events,)`` of the source records' offsets.
         timestamps_ms: int64 array ``(events,)`` of record timestamps in milliseconds.
     """
 
     values: np.ndarray
-    records: Sequence[Record]
     event_ids: list[str | None]
-    partition_index: np.ndarray
     partitions: list[PartitionKey]
+    partition_index: np.ndarray
+    offsets: np.ndarray
     timestamps_ms: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.offsets)
 
 
 class _Invalid(Exception):
@@ -164,21 +135,6 @@ def _check_numbers(values: Sequence[Any], what: str) -> None:
     if not set(map(type, values)) <= _NUMBER_TYPES:
         bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
         raise _Invalid("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
-
-
-def _columns(records: Sequence[Record]) -> tuple[list[bytes | None], list[PartitionKey], list[int]]:
-    columns = getattr(records, "columns", None)
-    if columns is not None:
-        return columns()
-    return ([r.value for r in records], [(r.topic, r.partition) for r in records],
-            [r.timestamp for r in records])
-
-
-def _take(records: Sequence[Record], indices: list[int]) -> Sequence[Record]:
-    if len(indices) == len(records):
-        return records
-    take = getattr(records, "take", None)
-    return take(indices) if take is not None else [records[i] for i in indices]
 
 
 class EventDecoder:
@@ -251,19 +207,71 @@ class EventDecoder:
             raise ValueError
         return row
 
-    def decode(self, records: Sequence[Record] | Iterable[Record]) -> tuple[Batch, list[Rejected]]:
-        """Decode records into a batch of valid events and a list of rejected records.
+    def decode(self, consumed: ConsumedBatch) -> tuple[Batch, list[Rejected]]:
+        """Decode a consumed micro-batch into a batch of valid events and the rejected records.
+
+        A batch made only of well-formed binary records (the common case for producers that
+        use that payload) is read with no Python work per record; any other batch is read
+        record by record (:meth:`_decode_each`).
 
         Args:
-            records: a micro-batch, a sequence of :class:`Record` or :class:`RecordColumns`.
+            consumed: the micro-batch, ``(records,)`` columns.
 
         Returns:
-            ``(batch, rejected)``; every input record is in exactly one of the two.
+            ``(batch, rejected)``; every consumed record is in exactly one of the two.
             ``batch.values`` is a view of this decoder's buffer, overwritten by the next call.
         """
-        if not hasattr(records, "__getitem__"):
-            records = list(records)
-        values, keys, stamps = _columns(records)
+        binary = self._well_formed_binary(consumed.values)
+        accepted: list[int] | None  # indices of the decoded records; None: all of them
+        if binary is not None:
+            accepted, ids, failed = None, [], {}
+            out = self._reserve(len(binary))[:len(binary)]
+            out[:] = binary
+        else:
+            out, accepted, ids, failed = self._decode_each(consumed.values)
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            if accepted is None:
+                accepted, ids = list(range(len(out))), [None] * len(out)
+            for slot in np.flatnonzero(~finite):
+                failed.setdefault(accepted[slot], _Invalid("non_finite", "a value beyond float32's range"))
+        if failed:
+            keep = [slot for slot, index in enumerate(accepted) if index not in failed]
+            if len(keep) < len(accepted):
+                kept = out[keep]
+                out = out[:len(keep)]
+                out[:] = kept
+                accepted = [accepted[slot] for slot in keep]
+        rejected = [Rejected(consumed.record(index), invalid.reason, invalid.detail)
+                    for index, invalid in sorted(failed.items())]
+        return self._assemble(out, consumed, accepted, ids), rejected
+
+    def _well_formed_binary(self, values: list[bytes | None]) -> np.ndarray | None:
+        """``(records, width)`` float32 values when every record is a well-formed binary
+        payload of this decoder's width (one ``numpy.frombuffer``); None otherwise."""
+        size = BINARY_HEADER.size + 4 * self.width
+        if not values or size > self.max_record_bytes:
+            return None
+        try:
+            lengths = np.fromiter(map(len, values), np.int64, len(values))
+        except TypeError:  # a record without a value
+            return None
+        if (lengths != size).any():
+            return None
+        rows = np.frombuffer(b"".join(values), dtype=self._binary_row)
+        if ((rows["magic"] != BINARY_MAGIC) | (rows["version"] != BINARY_VERSION) | (rows["flags"] != 0)
+                | (rows["count"] != self.width)).any():
+            return None
+        return rows["values"]
+
+    def _decode_each(self, values: list[bytes | None]) -> tuple[np.ndarray, list[int], list[Any], dict[int, _Invalid]]:
+        """Decode record by record (JSON, binary or malformed, mixed).
+
+        Returns:
+            ``(out, accepted, ids, failed)``: ``out`` ``(len(accepted), width)`` holds the
+            values of the records at ``accepted`` (a view of the buffer); ``ids`` the id
+            field per record (None where absent); ``failed`` the reason per rejected record.
+        """
         loads, fast_row, limit, id_field = orjson.loads, self._fast_row, self.max_record_bytes, self.id_field
         json_at: list[int] = []
         json_rows: list[Sequence[Any]] = []
@@ -308,19 +316,7 @@ class EventDecoder:
                 self._fill(out, json_rows, json_at, failed)
             else:
                 out[:] = binary_values
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
-            for slot in np.flatnonzero(~finite):
-                failed.setdefault(accepted[slot], _Invalid("non_finite", "a value beyond float32's range"))
-        keep = [slot for slot, index in enumerate(accepted) if index not in failed] if failed else accepted
-        if len(keep) < len(accepted):
-            kept = out[keep]
-            out = out[:len(keep)]
-            out[:] = kept
-            accepted = [accepted[slot] for slot in keep]
-        rejected = [Rejected(records[index], invalid.reason, invalid.detail)
-                    for index, invalid in sorted(failed.items())]
-        return self._assemble(out, records, accepted, ids, keys, stamps), rejected
+        return out, accepted, ids, failed
 
     @staticmethod
     def _fill(out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _Invalid],
@@ -391,16 +387,16 @@ class EventDecoder:
         return _Invalid("binary_wrong_count", f"{count} values, expected {self.width}")
 
     @staticmethod
-    def _assemble(values: np.ndarray, records: Sequence[Record], accepted: list[int], ids: list[Any],
-                  keys: list[PartitionKey], stamps: list[int]) -> Batch:
-        slots: dict[PartitionKey, int] = {}
-        partition_index = np.fromiter((slots.setdefault(keys[i], len(slots)) for i in accepted),
-                                      dtype=np.int32, count=len(accepted))
-        timestamps = np.array(stamps, dtype=np.int64)
+    def _assemble(values: np.ndarray, consumed: ConsumedBatch, accepted: list[int] | None,
+                  ids: list[Any]) -> Batch:
+        """The batch of the records at ``accepted`` (None: all of them, with no ids)."""
+        if accepted is None:
+            return Batch(values, [None] * len(values), consumed.partitions, consumed.partition_index,
+                         consumed.offsets, consumed.timestamps_ms)
         event_ids = [None if ids[i] is None else str(ids[i]) for i in accepted]
-        if len(accepted) != len(stamps):
-            timestamps = timestamps[accepted]
-        return Batch(values, _take(records, accepted), event_ids, partition_index, list(slots), timestamps)
+        rows = np.asarray(accepted, np.int64)
+        return Batch(values, event_ids, consumed.partitions, consumed.partition_index[rows],
+                     consumed.offsets[rows], consumed.timestamps_ms[rows])
 
 
 def encode_event(values: np.ndarray, feature_names: list[str], window: bool, event_id: str) -> bytes:

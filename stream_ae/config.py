@@ -134,8 +134,9 @@ class ModelSettings(_Section):
     compile: bool = Field(False, description="torch.compile the scoring step (CUDA graphs on cuda)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 runs the model under autocast; errors are taken in float32")
-    bucket_batches: bool = Field(
-        True, description="pad each batch to the next power of two so that shapes repeat")
+    bucket_batches: bool | None = Field(
+        None, description="pad each batch to the next power of two so that shapes repeat; "
+        "default: with compile or on cuda, where repeated shapes pay")
     reload_check_s: float = Field(
         5.0, ge=0, description="seconds between checks of the checkpoint file for a new "
         "version (0: only on SIGHUP)")

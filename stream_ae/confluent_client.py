@@ -5,24 +5,25 @@ default backend, auto-commit is off and offsets move only through
 :meth:`ConfluentSource.commit`, which the daemon calls once the batch's alerts, scores and
 dead letters are acknowledged (``acks=all``, idempotent producer): at-least-once delivery.
 
-confluent-kafka's ``Message`` has methods, not the attributes of :class:`codec.Record`.
-Rather than wrap every message in a Python object on the hot path, a batch is a
-:class:`MessageRecords`: the codec reads it a column at a time (values, partitions,
-timestamps), and a :class:`MessageRecord` view is built only for the records that are
-indexed (rejected records, alerts).
+confluent-kafka's ``Message`` has methods, not the attributes of :class:`records.Record`.
+Rather than wrap every message in a Python object on the hot path, a batch's columns are
+read with ``map`` over the method descriptors (:func:`consumed_batch`), and a
+:class:`MessageRecord` view is built only for a record that is needed whole (a dead letter).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Sequence
+import time
+from operator import itemgetter
+from typing import Any, Callable, Sequence
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_ae.batching import fill_batch
-from stream_ae.codec import PartitionKey
 from stream_ae.config import ConsumerSettings, KafkaSettings
+from stream_ae.records import ConsumedBatch, PartitionKey
 from stream_ae.sink import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,13 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
     return config
 
 
+def _log_commit_failure(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """librdkafka's commit report: a failed asynchronous commit is logged (a later commit
+    carries later offsets; without one, the records are read again)."""
+    if error is not None:
+        log.warning("commit of %d partitions failed: %s", len(partitions), error)
+
+
 class MessageRecord:
     """A view of one consumed message with the attributes of :class:`codec.Record`.
 
@@ -75,46 +83,16 @@ class MessageRecord:
     headers = property(lambda self: self.message.headers() or [])
 
 
-class MessageRecords(Sequence[MessageRecord]):
-    """A micro-batch of confluent-kafka messages, read by the codec column by column.
+_SECOND = itemgetter(1)
 
-    Args:
-        messages: consumed messages without errors, in consumption order.
-    """
 
-    __slots__ = ("messages",)
-
-    def __init__(self, messages: list[Message]) -> None:
-        self.messages = messages
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return MessageRecords(self.messages[index])
-        return MessageRecord(self.messages[index])
-
-    def __iter__(self) -> Iterator[MessageRecord]:
-        return map(MessageRecord, self.messages)
-
-    def columns(self) -> tuple[list[bytes | None], list[PartitionKey], list[int]]:
-        """``(values, (topic, partition) pairs, timestamps in ms)``, one entry per message."""
-        messages = self.messages
-        return ([m.value() for m in messages], [(m.topic(), m.partition()) for m in messages],
-                [m.timestamp()[1] for m in messages])
-
-    def take(self, indices: Sequence[int]) -> "MessageRecords":
-        """The messages at ``indices``, in that order."""
-        messages = self.messages
-        return MessageRecords([messages[i] for i in indices])
-
-    def offsets(self, last: bool) -> dict[PartitionKey, int]:
-        """Per partition, the offset of the last (``last``) or first message of the batch."""
-        offsets: dict[PartitionKey, int] = {}
-        for m in (reversed(self.messages) if not last else self.messages):
-            offsets[(m.topic(), m.partition())] = m.offset()
-        return offsets
+def consumed_batch(messages: list[Message]) -> ConsumedBatch:
+    """The columns of a micro-batch of messages (without errors), in consumption order."""
+    return ConsumedBatch.from_columns(
+        list(map(Message.value, messages)), list(map(Message.topic, messages)),
+        map(Message.partition, messages), map(Message.offset, messages),
+        map(_SECOND, map(Message.timestamp, messages)),
+        lambda index: MessageRecord(messages[index]))
 
 
 class ConfluentSource:
@@ -151,9 +129,11 @@ class ConfluentSource:
             "session.timeout.ms": consumer.session_timeout_ms,
             "heartbeat.interval.ms": consumer.heartbeat_interval_ms,
             "fetch.wait.max.ms": consumer.fetch_max_wait_ms,
+            "fetch.queue.backoff.ms": 10,
             "max.partition.fetch.bytes": consumer.max_partition_fetch_bytes,
             "statistics.interval.ms": 1000,
             "stats_cb": self._statistics,
+            "on_commit": _log_commit_failure,
         })
         keys = consumer.static_assignment()
         if keys:
@@ -197,32 +177,45 @@ class ConfluentSource:
             messages = [m for m in messages if m.error() is None]
         return messages
 
-    def poll_batch(self) -> MessageRecords:
-        """Records of one micro-batch: at most ``max_batch_size``, waiting at most ``max_wait_ms``.
+    def poll_records(self, wait: bool = True) -> list[Message]:
+        """The client's messages of one micro-batch: at most ``max_batch_size``, waiting at
+        most ``max_wait_ms`` (not at all without ``wait``; see :func:`batching.fill_batch`).
 
         Raises:
             KafkaException: a fatal consumer error.
         """
-        return MessageRecords(fill_batch(self._fetch, self.max_batch_size, self.max_wait_s))
+        return fill_batch(self._fetch, self.max_batch_size, self.max_wait_s, wait)
 
-    @staticmethod
-    def next_offsets(records: MessageRecords) -> dict[PartitionKey, int]:
-        """Per partition, the offset after the last of ``records`` (what a commit stores)."""
-        return {key: offset + 1 for key, offset in records.offsets(last=True).items()}
+    def poll_batch(self, wait: bool = True) -> ConsumedBatch:
+        """One micro-batch (see :meth:`poll_records`) as columns.
 
-    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool:
-        """Commit the given next offsets (see :meth:`next_offsets`), synchronously.
+        Raises:
+            KafkaException: a fatal consumer error.
+        """
+        return consumed_batch(self.poll_records(wait))
+
+    def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
+        """Commit the given next offsets (see :meth:`ConsumedBatch.next_offsets`).
+
+        Args:
+            next_offsets: per partition, the offset after the last handled record.
+            asynchronous: hand the commit to librdkafka and return; a failure is logged
+                when its report is served during a later poll (a later or final
+                synchronous commit covers a lost one). Otherwise wait for the broker's reply.
 
         Returns:
             False when the group rebalanced and the commit was refused: those records will
             be read again by the partition's new owner (at-least-once), so this is not an error.
 
         Raises:
-            KafkaException: any other commit failure.
+            KafkaException: any other failure of a synchronous commit.
         """
         offsets = [TopicPartition(topic, partition, offset)
                    for (topic, partition), offset in next_offsets.items()]
         if not offsets:
+            return True
+        if asynchronous:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
             return True
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -233,10 +226,10 @@ class ConfluentSource:
             return False
         return True
 
-    def rewind(self, records: MessageRecords) -> None:
-        """Seek each assigned partition back to the first of ``records``, so they are read again."""
+    def rewind(self, first_offsets: dict[PartitionKey, int]) -> None:
+        """Seek each assigned partition back to the given offset, so its records are read again."""
         assigned = set(self.assignment())
-        for (topic, partition), offset in records.offsets(last=False).items():
+        for (topic, partition), offset in first_offsets.items():
             if (topic, partition) in assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
 
@@ -267,8 +260,55 @@ class ConfluentSource:
         self.consumer.close()
 
 
+class _Tally:
+    """Delivery reports of one batch: records still unacknowledged, and the errors."""
+
+    __slots__ = ("outstanding", "failures")
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.failures: list[KafkaError] = []
+
+    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+        self.outstanding -= 1
+        if error is not None:
+            self.failures.append(error)
+
+
+class TallyDelivery:
+    """The acknowledgement of a batch sent with confluent-kafka (see :class:`sink.Delivery`).
+
+    Args:
+        producer: the producer that sent the batch (its delivery reports are served here).
+        tally: the batch's delivery reports.
+        timeout_s: longest wait for the acknowledgements (seconds).
+        on_failure: called once before :meth:`wait` raises (the sink replaces its producer).
+    """
+
+    def __init__(self, producer: Producer, tally: _Tally, timeout_s: float,
+                 on_failure: Callable[[], None]) -> None:
+        self.producer = producer
+        self.tally = tally
+        self.sent = tally.outstanding
+        self.timeout_s = timeout_s
+        self.on_failure = on_failure
+
+    def wait(self) -> int:
+        """See :meth:`sink.Delivery.wait`."""
+        deadline = time.monotonic() + self.timeout_s
+        tally = self.tally
+        while tally.outstanding > 0 and (left := deadline - time.monotonic()) > 0:
+            self.producer.poll(min(left, 0.1))
+        if tally.outstanding > 0 or tally.failures:
+            self.on_failure()
+            first = tally.failures[0] if tally.failures else "no acknowledgement in time"
+            raise DeliveryError(f"{len(tally.failures) + tally.outstanding} of {self.sent} records not "
+                                f"acknowledged: {first}")
+        return self.sent
+
+
 class ConfluentSink:
-    """Sends records and reports, per batch, whether all of them were acknowledged.
+    """Sends records a batch at a time and hands back each batch's delivery (see :mod:`sink`).
 
     A librdkafka producer with ``acks=all`` and idempotence; after a failed batch it is
     replaced, since an idempotent producer can be left in a fatal state.
@@ -282,8 +322,7 @@ class ConfluentSink:
         self.kafka = kafka
         self.flush_timeout_s = flush_timeout_s
         self.producer = self._new_producer()
-        self.pending = 0
-        self.failures: list[KafkaError] = []
+        self.tally = _Tally()
 
     def _new_producer(self) -> Producer:
         return Producer({
@@ -295,42 +334,36 @@ class ConfluentSink:
             "message.max.bytes": 8 * 1024 * 1024,
         })
 
-    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self.failures.append(error)
+    def _replace_producer(self) -> None:
+        self.producer = self._new_producer()
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record; its acknowledgement is checked by :meth:`flush`."""
+        """Queue one record in the open batch; :meth:`seal` closes the batch."""
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
-                                      on_delivery=self._delivered)
+                                      on_delivery=self.tally.delivered)
                 break
             except BufferError:  # the local queue is full: serve delivery reports, then retry
                 self.producer.poll(0.05)
-        self.pending += 1
+        self.tally.outstanding += 1
+
+    def seal(self) -> TallyDelivery:
+        """Close the open batch (the records sent since the last call) and return its delivery."""
+        tally, self.tally = self.tally, _Tally()
+        return TallyDelivery(self.producer, tally, self.flush_timeout_s, self._replace_producer)
 
     def flush(self) -> int:
-        """Wait until every queued record is acknowledged.
+        """Seal the open batch and wait for it (up to ``flush_timeout_s``).
 
         Returns:
             The number of records acknowledged.
 
         Raises:
-            DeliveryError: a record was refused or not acknowledged in ``flush_timeout_s``.
+            DeliveryError: a record was refused or not acknowledged in time.
         """
-        pending, self.pending = self.pending, 0
-        if not pending:
-            return 0
-        unacknowledged = self.producer.flush(self.flush_timeout_s)
-        failures, self.failures = self.failures, []
-        if unacknowledged or failures:
-            self.producer = self._new_producer()
-            first = failures[0] if failures else "no acknowledgement in time"
-            raise DeliveryError(f"{len(failures) + unacknowledged} of {pending} records not "
-                                f"acknowledged: {first}")
-        return pending
+        return self.seal().wait()
 
     def close(self) -> None:
         """Flush what is queued (up to ``flush_timeout_s``) and release the producer."""

@@ -18,14 +18,32 @@ class Scores:
 
     Attributes:
         errors: float32 ``(events,)``, mean squared reconstruction error of the standardised event.
-        top_index: int64 ``(events, top)``, indices into ``Scorer.attribution_names`` of the
-            features (or window segments) with the largest error, largest first.
-        top_error: float32 ``(events, top)``, their mean squared errors.
+        attribution: float32 tensor ``(events, segments)`` on the scorer's device: the mean
+            squared error of each feature (for windows: each segment), in the order of
+            ``Scorer.attribution_names``.
+        top: features (segments) that :meth:`top_features` reports per event.
     """
 
     errors: np.ndarray
-    top_index: np.ndarray
-    top_error: np.ndarray
+    attribution: torch.Tensor
+    top: int
+
+    def top_features(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top`` features with the largest error for the given events only (alerts
+        need them for the few flagged events; a top-k over every event of the batch would
+        cost more than the model on the CPU).
+
+        Args:
+            events: int ``(k,)`` indices into the batch.
+
+        Returns:
+            ``(index, error)``: int64 ``(k, top)`` indices into ``Scorer.attribution_names``,
+            largest error first, and float32 ``(k, top)`` those errors.
+        """
+        with torch.inference_mode():
+            rows = self.attribution[torch.as_tensor(events, dtype=torch.long, device=self.attribution.device)]
+            error, index = torch.topk(rows, self.top, dim=1)
+            return index.cpu().numpy(), error.cpu().numpy()
 
 
 def _segment_names(window_length: int, segments: int) -> list[str]:
@@ -54,7 +72,8 @@ class Scorer:
     ``non_blocking=True``. With ``bucket`` the batch is padded with zero rows to
     :func:`bucket_size`, so shapes repeat and a compiled model or CUDA graph is reused; the
     padded rows are scored and dropped (rows do not interact, so the real rows' scores are
-    those of the unpadded batch).
+    those of the unpadded batch). By default that is done where it pays: with ``compile``
+    or on CUDA; an eager model on the CPU would only score the padding.
 
     Args:
         checkpoint: the trained model.
@@ -65,7 +84,7 @@ class Scorer:
             CUDA graphs, on cuda; the default inductor mode on the CPU).
         precision: ``fp32``, or ``bf16`` to run the model under bf16 autocast; the error is
             computed in float32 either way.
-        bucket: pad batches to powers of two (see above).
+        bucket: pad batches to powers of two (see above); None: with ``compile`` or on CUDA.
 
     Raises:
         ValueError: CUDA asked for but absent.
@@ -73,7 +92,7 @@ class Scorer:
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", top: int = 3,
                  window_segments: int = 10, compile: bool = False, precision: str = "fp32",
-                 bucket: bool = True) -> None:
+                 bucket: bool | None = None) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.device = resolve_device(device)
@@ -97,7 +116,7 @@ class Scorer:
             self.pooling = None
         self.top = min(top, len(self.attribution_names))
         self.precision = precision
-        self.bucket = bucket
+        self.bucket = (compile or self.device.type == "cuda") if bucket is None else bucket
         self.pinned = self.device.type == "cuda"
         self._host = torch.zeros((0, width), dtype=torch.float32)
         self._step = self._errors
@@ -161,12 +180,9 @@ class Scorer:
         """
         if values.ndim != 2 or values.shape[1] != self.checkpoint.input_dim:
             raise ValueError(f"expected (events, {self.checkpoint.input_dim}) values, got {values.shape}")
-        if len(values) == 0:
-            empty = np.empty((0, self.top))
-            return Scores(np.empty(0, np.float32), empty.astype(np.int64), empty.astype(np.float32))
         events = len(values)
+        if events == 0:
+            return Scores(np.empty(0, np.float32), torch.empty((0, self.segments), device=self.device), self.top)
         with torch.inference_mode():
             errors, attribution = self._step(self._stage(values))
-            top_error, top_index = torch.topk(attribution[:events], self.top, dim=1)
-            return Scores(errors[:events].cpu().numpy(), top_index.cpu().numpy(),
-                          top_error.cpu().numpy())
+            return Scores(errors[:events].cpu().numpy(), attribution[:events], self.top)

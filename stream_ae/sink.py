@@ -1,17 +1,66 @@
-"""The producing end: alerts, scores and dead letters, and waiting for the broker's acknowledgements."""
+"""The producing end: alerts, scores and dead letters, and waiting for the broker's acknowledgements.
+
+Records are sent a batch at a time: :meth:`KafkaSink.seal` closes the batch and hands back
+its :class:`Delivery`, which the loop waits on later (:meth:`Delivery.wait`), after it has
+sent the next batch's output; so the round trip to the broker overlaps with work.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Callable, Protocol, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 
 from stream_ae.config import KafkaSettings
 
 
 class DeliveryError(RuntimeError):
     """The broker did not acknowledge every record of a batch; the batch must not be committed."""
+
+
+class Delivery(Protocol):
+    """The acknowledgement of one sealed batch of records."""
+
+    def wait(self) -> int:
+        """Wait until every record of the batch is acknowledged; returns their number.
+
+        Raises:
+            DeliveryError: a record was refused, or not acknowledged within the sink's
+                ``flush_timeout_s``.
+        """
+
+
+class FutureDelivery:
+    """The acknowledgement of a batch sent with kafka-python: one future per record.
+
+    Args:
+        futures: the records' futures, in send order.
+        timeout_s: longest wait for the acknowledgements (seconds).
+        on_failure: called once before :meth:`wait` raises (the sink replaces its producer).
+    """
+
+    def __init__(self, futures: list[FutureRecordMetadata], timeout_s: float,
+                 on_failure: Callable[[], None]) -> None:
+        self.futures = futures
+        self.timeout_s = timeout_s
+        self.on_failure = on_failure
+
+    def wait(self) -> int:
+        """See :meth:`Delivery.wait`."""
+        deadline = time.monotonic() + self.timeout_s
+        failed: list[KafkaError] = []
+        for future in self.futures:
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except KafkaError as exc:  # refused, or KafkaTimeoutError
+                failed.append(exc)
+        if failed:
+            self.on_failure()
+            raise DeliveryError(f"{len(failed)} of {len(self.futures)} records not acknowledged: {failed[0]}")
+        return len(self.futures)
 
 
 class KafkaSink:
@@ -45,33 +94,25 @@ class KafkaSink:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record; its acknowledgement is checked by :meth:`flush`."""
+        """Queue one record in the open batch; :meth:`seal` closes the batch."""
         self.pending.append(self.producer.send(topic, value=value, key=key,
                                                headers=list(headers) if headers else None))
 
+    def seal(self) -> FutureDelivery:
+        """Close the open batch (the records sent since the last call) and return its delivery."""
+        pending, self.pending = self.pending, []
+        return FutureDelivery(pending, self.flush_timeout_s, self._replace_producer)
+
     def flush(self) -> int:
-        """Wait until every queued record is acknowledged.
+        """Seal the open batch and wait for it (up to ``flush_timeout_s``).
 
         Returns:
             The number of records acknowledged.
 
         Raises:
-            DeliveryError: a record was refused or not acknowledged in ``flush_timeout_s``.
+            DeliveryError: a record was refused or not acknowledged in time.
         """
-        pending, self.pending = self.pending, []
-        if not pending:
-            return 0
-        try:
-            self.producer.flush(timeout=self.flush_timeout_s)
-            failed = [future for future in pending if not future.is_done or future.failed()]
-        except KafkaError as exc:
-            self._replace_producer()
-            raise DeliveryError(f"flush failed: {exc}") from exc
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "no acknowledgement in time"
-            self._replace_producer()
-            raise DeliveryError(f"{len(failed)} of {len(pending)} records not acknowledged: {first}")
-        return len(pending)
+        return self.seal().wait()
 
     def _replace_producer(self) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from itertools import chain
 from typing import Callable
 
 from kafka import KafkaConsumer, TopicPartition
@@ -11,11 +12,17 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from stream_ae.batching import fill_batch
-from stream_ae.codec import PartitionKey, Record
 from stream_ae.config import ConsumerSettings, KafkaSettings
+from stream_ae.records import ConsumedBatch, PartitionKey, Record
 
 log = logging.getLogger(__name__)
 
+
+def _log_commit_failure(offsets: dict, response: object) -> None:
+    """Callback of an asynchronous commit: a refusal means the records will be read again."""
+    if isinstance(response, Exception):
+        log.warning("asynchronous commit of %d partitions failed (the next commit carries later "
+                    "offsets; without one, the records are read again): %s", len(offsets), response)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -73,20 +80,26 @@ class KafkaSource:
 
     def _fetch(self, wanted: int, timeout_s: float) -> list[Record]:
         fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
-        return [record for records in fetched.values() for record in records]
+        return list(chain.from_iterable(fetched.values()))
 
-    def poll_batch(self) -> list[Record]:
-        """Records of one micro-batch (:func:`clients.fill_batch`): at most ``max_batch_size``,
-        waiting at most ``max_wait_ms``; empty when nothing arrived in time."""
-        return fill_batch(self._fetch, self.max_batch_size, self.max_wait_s)
+    def poll_records(self, wait: bool = True) -> list[Record]:
+        """The client's records of one micro-batch (:func:`batching.fill_batch`): at most
+        ``max_batch_size``, waiting at most ``max_wait_ms`` (not at all without ``wait``);
+        empty when nothing arrived in time."""
+        return fill_batch(self._fetch, self.max_batch_size, self.max_wait_s, wait)
 
-    @staticmethod
-    def next_offsets(records: list[Record]) -> dict[PartitionKey, int]:
-        """Per partition, the offset after the last of ``records`` (what a commit stores)."""
-        return {(record.topic, record.partition): record.offset + 1 for record in records}
+    def poll_batch(self, wait: bool = True) -> ConsumedBatch:
+        """One micro-batch (see :meth:`poll_records`) as columns."""
+        return ConsumedBatch.from_records(self.poll_records(wait))
 
-    def commit(self, next_offsets: dict[PartitionKey, int]) -> bool:
-        """Commit the given next offsets (see :meth:`next_offsets`), synchronously.
+    def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
+        """Commit the given next offsets (see :meth:`ConsumedBatch.next_offsets`).
+
+        Args:
+            next_offsets: per partition, the offset after the last handled record.
+            asynchronous: send the commit and return; its outcome is logged when the reply
+                arrives during a later poll (a later or final synchronous commit covers a
+                lost one). Otherwise wait for the broker's reply.
 
         Returns:
             False when the group rebalanced and the commit was refused: those records will be
@@ -96,6 +109,9 @@ class KafkaSource:
                    for (topic, partition), offset in next_offsets.items()}
         if not offsets:
             return True
+        if asynchronous:
+            self.consumer.commit_async(offsets, callback=_log_commit_failure)
+            return True
         try:
             self.consumer.commit(offsets)
         except CommitFailedError as exc:
@@ -103,14 +119,12 @@ class KafkaSource:
             return False
         return True
 
-    def rewind(self, records: list[Record]) -> None:
-        """Seek each partition back to the first of ``records``, so they are read again."""
-        first: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            first[tp] = min(first.get(tp, record.offset), record.offset)
-        for tp, offset in first.items():
-            if tp in self.consumer.assignment():
+    def rewind(self, first_offsets: dict[PartitionKey, int]) -> None:
+        """Seek each assigned partition back to the given offset, so its records are read again."""
+        assigned = self.consumer.assignment()
+        for (topic, partition), offset in first_offsets.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
                 self.consumer.seek(tp, offset)
 
     def connected(self) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import orjson
 
-from stream_ae.codec import PartitionKey
+from stream_ae.records import PartitionKey
 from stream_ae.config import KafkaSettings
 from stream_ae.topics import ensure_topics, read_topic
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_ae.codec import PartitionKey
+from stream_ae.records import PartitionKey
 from stream_ae.config import ThresholdSettings
 
 _STD_FLOOR = 1e-12

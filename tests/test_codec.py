@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stream_ae.codec import REASONS, EventDecoder, encode_event
+from stream_ae.records import ConsumedBatch
 
 
 @dataclass
@@ -27,6 +28,11 @@ class FakeRecord:
 FEATURES = ["a", "b", "c"]
 
 
+def decode(decoder: EventDecoder, records: list[FakeRecord]):
+    """``decoder.decode`` of a batch made of ``records``."""
+    return decoder.decode(ConsumedBatch.from_records(records))
+
+
 def transaction_decoder(**kw) -> EventDecoder:
     return EventDecoder(FEATURES, None, **kw)
 
@@ -37,7 +43,7 @@ def test_transactions_decode_in_feature_order_with_ids_and_partitions():
         FakeRecord(orjson.dumps({"a": 0, "b": 0, "c": 1e3}), topic="other", partition=2, offset=5),
         FakeRecord(orjson.dumps({"id": 7, "a": 1, "b": 2, "c": 3}), partition=0, offset=11),
     ]
-    batch, rejected = transaction_decoder().decode(records)
+    batch, rejected = decode(transaction_decoder(), records)
     assert rejected == []
     np.testing.assert_array_equal(batch.values, np.array([[1.5, -2, 3], [0, 0, 1000], [1, 2, 3]], np.float32))
     assert batch.values.dtype == np.float32
@@ -51,9 +57,9 @@ def test_encode_event_round_trips_through_the_decoder():
     row = np.array([0.25, -1.0, 7.5], np.float32)
     transaction = encode_event(row, FEATURES, window=False, event_id="t-1")
     window = encode_event(row, FEATURES, window=True, event_id="w-1")
-    batch, _ = transaction_decoder().decode([FakeRecord(transaction)])
+    batch, _ = decode(transaction_decoder(), [FakeRecord(transaction)])
     np.testing.assert_array_equal(batch.values[0], row)
-    batch, _ = EventDecoder(FEATURES, 3).decode([FakeRecord(window)])
+    batch, _ = decode(EventDecoder(FEATURES, 3), [FakeRecord(window)])
     np.testing.assert_array_equal(batch.values[0], row)
     assert batch.event_ids == ["w-1"]
 
@@ -78,8 +84,8 @@ def test_encode_event_round_trips_through_the_decoder():
 def test_transaction_rejections_carry_the_reason(value, reason):
     good = FakeRecord(b'{"a": 1, "b": 2, "c": 3}', offset=1)
     bad = FakeRecord(value, offset=2)
-    batch, rejected = transaction_decoder(max_record_bytes=1000).decode([good, bad])
-    assert len(batch) == 1 and batch.records[0] is good
+    batch, rejected = decode(transaction_decoder(max_record_bytes=1000), [good, bad])
+    assert len(batch) == 1 and batch.offsets.tolist() == [good.offset]
     assert [(r.record, r.reason) for r in rejected] == [(bad, reason)]
     assert reason in REASONS and rejected[0].detail
 
@@ -92,7 +98,7 @@ def test_transaction_rejections_carry_the_reason(value, reason):
     ({"id": "w", "samples": [1.0, "2", 3.0]}, "non_numeric"),
 ])
 def test_window_rejections(payload, reason):
-    batch, rejected = EventDecoder(FEATURES, 3).decode([FakeRecord(orjson.dumps(payload))])
+    batch, rejected = decode(EventDecoder(FEATURES, 3), [FakeRecord(orjson.dumps(payload))])
     assert len(batch) == 0 and batch.values.shape == (0, 3)
     assert [r.reason for r in rejected] == [reason]
 
@@ -101,6 +107,6 @@ def test_every_record_lands_in_exactly_one_output():
     rng = np.random.default_rng(0)
     values = [orjson.dumps({"a": 1, "b": 2, "c": 3}), b"junk", b"", orjson.dumps({"a": 1})]
     records = [FakeRecord(values[i], offset=n) for n, i in enumerate(rng.integers(0, 4, 200))]
-    batch, rejected = transaction_decoder().decode(records)
-    seen = sorted([r.offset for r in batch.records] + [r.record.offset for r in rejected])
+    batch, rejected = decode(transaction_decoder(), records)
+    seen = sorted(batch.offsets.tolist() + [r.record.offset for r in rejected])
     assert seen == list(range(200))

@@ -29,18 +29,43 @@ def test_bucketed_batches_score_like_unpadded_ones(synthetic_checkpoint, events)
     values = DATASET.values[:events]
     padded = Scorer(checkpoint, "cpu", bucket=True).score(values)
     plain = Scorer(checkpoint, "cpu", bucket=False).score(values)
-    assert padded.errors.shape == (events,) and padded.top_index.shape == (events, 3)
+    every = np.arange(events)
+    (padded_index, padded_error), (plain_index, plain_error) = padded.top_features(every), plain.top_features(every)
+    assert padded.errors.shape == (events,) and padded_index.shape == (events, 3)
     np.testing.assert_allclose(padded.errors, plain.errors, rtol=1e-5, atol=0)
-    np.testing.assert_array_equal(padded.top_index, plain.top_index)
-    np.testing.assert_allclose(padded.top_error, plain.top_error, rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(padded_index, plain_index)
+    np.testing.assert_allclose(padded_error, plain_error, rtol=1e-5, atol=0)
+
+
+def test_top_features_are_the_largest_errors_of_the_chosen_events(synthetic_checkpoint):
+    checkpoint, _ = synthetic_checkpoint
+    scores = Scorer(checkpoint, "cpu").score(DATASET.values[:20])
+    attribution = scores.attribution.numpy()
+    np.testing.assert_allclose(attribution.mean(axis=1), scores.errors, rtol=1e-5)
+    chosen = np.array([13, 2, 7])
+    index, error = scores.top_features(chosen)
+    assert index.shape == error.shape == (3, 3) and index.dtype == np.int64 and error.dtype == np.float32
+    for row, event in enumerate(chosen):
+        expected = np.argsort(-attribution[event])[:3]
+        np.testing.assert_array_equal(index[row], expected)
+        np.testing.assert_array_equal(error[row], attribution[event][expected])
+    none_index, none_error = scores.top_features(np.array([], np.int64))
+    assert none_index.shape == none_error.shape == (0, 3)
+
+
+def test_batches_are_padded_by_default_only_where_shapes_must_repeat(synthetic_checkpoint):
+    checkpoint, _ = synthetic_checkpoint
+    assert not Scorer(checkpoint, "cpu").bucket, "an eager model on the CPU gains nothing from padding"
+    assert Scorer(checkpoint, "cpu", compile=True).bucket
+    assert Scorer(checkpoint, "cpu", bucket=True).bucket
 
 
 def test_a_bucketed_scorer_reuses_its_buffer_without_leaking_rows_between_batches(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
-    scorer = Scorer(checkpoint, "cpu")
+    scorer = Scorer(checkpoint, "cpu", bucket=True)
     big = scorer.score(DATASET.values[:100]).errors
     small = scorer.score(DATASET.values[200:203]).errors
-    np.testing.assert_array_equal(small, Scorer(checkpoint, "cpu").score(DATASET.values[200:203]).errors)
+    np.testing.assert_array_equal(small, Scorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).errors)
     np.testing.assert_array_equal(scorer.score(DATASET.values[:100]).errors, big)
 
 
@@ -69,7 +94,8 @@ def test_compiled_scores_match_fp32(synthetic_checkpoint):
     except Exception as exc:  # inductor needs a C++ compiler and a writable cache
         pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}")
     np.testing.assert_allclose(compiled.errors, reference.errors, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(compiled.top_index[:, 0], reference.top_index[:, 0])
+    every = np.arange(50)
+    np.testing.assert_array_equal(compiled.top_features(every)[0][:, 0], reference.top_features(every)[0][:, 0])
 
 
 def test_settings_choose_the_options(synthetic_checkpoint):
@@ -77,11 +103,11 @@ def test_settings_choose_the_options(synthetic_checkpoint):
                              alerts={"top_features": 5})
     scorer = Scorer.from_settings(synthetic_checkpoint[0], settings)
     assert (scorer.precision, scorer.bucket, scorer.top, scorer.device) == ("bf16", False, 5, torch.device("cpu"))
-    assert scorer.score(DATASET.values[:7]).top_index.shape == (7, 5)
+    assert scorer.score(DATASET.values[:7]).top_features(np.arange(7))[0].shape == (7, 5)
 
 
 def test_warm_up_scores_every_bucket_up_to_the_batch_size(synthetic_checkpoint, monkeypatch):
-    scorer = Scorer(synthetic_checkpoint[0], "cpu")
+    scorer = Scorer(synthetic_checkpoint[0], "cpu", bucket=True)
     shapes = []
     step = scorer._step
     monkeypatch.setattr(scorer, "_step", lambda x: shapes.append(tuple(x.shape)) or step(x))

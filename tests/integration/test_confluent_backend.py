@@ -64,17 +64,18 @@ def test_rewind_reads_a_batch_again(broker, topic_names, synthetic_checkpoint):
     assigned: list = []
     source = confluent_client.ConfluentSource(settings.kafka, [topic], settings.consumer, assigned.extend)
     try:
-        first: list = []
+        first = source.poll_batch()
         for _ in range(200):
-            first = source.poll_batch()
-            if first:
+            if len(first):
                 break
-        assert assigned == [(topic, 0)] and [r.offset for r in first] == list(range(50))
-        source.rewind(first)
-        again = []
+            first = source.poll_batch()
+        assert assigned == [(topic, 0)] and first.offsets.tolist() == list(range(50))
+        assert first.first_offsets() == {(topic, 0): 0} and first.next_offsets() == {(topic, 0): 50}
+        source.rewind(first.first_offsets())
+        again: list[int] = []
         while len(again) < 50:
-            again.extend(r.offset for r in source.poll_batch())
+            again.extend(source.poll_batch().offsets.tolist())
         assert again == list(range(50))
-        assert source.commit(source.next_offsets(first)) and committed_total(settings, topic, 1) == 50
+        assert source.commit(first.next_offsets()) and committed_total(settings, topic, 1) == 50
     finally:
         source.close()

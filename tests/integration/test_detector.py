@@ -118,9 +118,14 @@ class Crash(Exception):
 
 def crash_before_acknowledgement(sink_class: type) -> type:
     """A sink of ``sink_class``'s kind whose process 'dies' when it would wait for the acks."""
-    class CrashBeforeAcknowledgement(sink_class):
-        def flush(self) -> int:
+    class DiesOnWait:
+        def wait(self) -> int:
             raise Crash("killed before the broker acknowledged the batch")
+
+    class CrashBeforeAcknowledgement(sink_class):
+        def seal(self) -> DiesOnWait:
+            super().seal()
+            return DiesOnWait()
     return CrashBeforeAcknowledgement
 
 
