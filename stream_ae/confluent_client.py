@@ -293,6 +293,12 @@ class TallyDelivery:
         self.timeout_s = timeout_s
         self.on_failure = on_failure
 
+    def done(self) -> bool:
+        """See :meth:`sink.Delivery.done` (serves the delivery reports already in)."""
+        if self.tally.outstanding > 0:
+            self.producer.poll(0)
+        return self.tally.outstanding <= 0
+
     def wait(self) -> int:
         """See :meth:`sink.Delivery.wait`."""
         deadline = time.monotonic() + self.timeout_s

@@ -7,9 +7,10 @@ letter and threshold-state record of that batch has been acknowledged by the bro
 the checkpoint file changes, and keeps ``/readyz`` in step with the broker connection.
 
 One batch is in flight at a time, so that the broker's round trips overlap with work:
-batch N's output is sent, then batch N+1 is polled and handled while N's
-acknowledgements arrive; N is settled (acknowledgement awaited, offsets committed
-asynchronously, counted) once N+1's output is sent, or at once when no record is waiting.
+batch N's output is sent, then batch N+1 is polled while N's acknowledgements arrive.
+N is settled (acknowledgement awaited, offsets committed asynchronously, counted) right
+after that poll if its acknowledgements are in (the usual case, and the one that keeps
+latency low), at once if no record is waiting, and otherwise once N+1's output is sent.
 A failed delivery rewinds the source to the first records of both batches. Offsets are
 committed only for partitions still assigned: after a revocation, the new owner reads
 the revoked partitions' unsettled records again (at-least-once; the rebalance callback
@@ -219,8 +220,9 @@ class Detector:
         stage.labels("poll").inc(polled - started)
         self._check_connection(polled)
         self._refresh_lag()
-        if not len(consumed):
+        if not len(consumed) or (self._in_flight is not None and self._in_flight.delivery.done()):
             self._settle(None)
+        if not len(consumed):
             return 0
         metrics.batch_size.observe(len(consumed))
 
@@ -299,12 +301,12 @@ class Detector:
             self._committed_async.clear()
         stage.labels("commit").inc(time.perf_counter() - acknowledged)
 
-        metrics.events_consumed.inc(settling.events_in)
-        metrics.events_scored.inc(settling.events_scored)
+        metrics.end_to_end_latency.observe_many(acknowledged_at_s - settling.timestamps_ms / 1000.0)
+        metrics.events_consumed.inc(settling.events_in)  # counted last: a reader that sees the
+        metrics.events_scored.inc(settling.events_scored)  # counts sees the batch's latencies
         metrics.alerts.inc(settling.alerts)
         for reason in settling.dead_letter_reasons:
             metrics.dead_lettered.labels(reason).inc()
-        metrics.end_to_end_latency.observe_many(acknowledged_at_s - settling.timestamps_ms / 1000.0)
 
     def _settle_before_leaving(self) -> None:
         """Settle the batch in flight and commit every offset synchronously."""

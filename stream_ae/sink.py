@@ -24,6 +24,10 @@ class DeliveryError(RuntimeError):
 class Delivery(Protocol):
     """The acknowledgement of one sealed batch of records."""
 
+    def done(self) -> bool:
+        """Whether every record of the batch has had its answer (acknowledged or refused),
+        without waiting."""
+
     def wait(self) -> int:
         """Wait until every record of the batch is acknowledged; returns their number.
 
@@ -47,6 +51,10 @@ class FutureDelivery:
         self.futures = futures
         self.timeout_s = timeout_s
         self.on_failure = on_failure
+
+    def done(self) -> bool:
+        """See :meth:`Delivery.done`."""
+        return all(future.is_done for future in self.futures)
 
     def wait(self) -> int:
         """See :meth:`Delivery.wait`."""
