@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 CLIENTS = ("kafka-python", "confluent-kafka")
 LOAD_LEVELS = (0.5, 0.9)
 FIXED_RATE_EPS = 2000.0  # the demo's replay rate: latency where the machine is far from saturated
-WATCH_INTERVAL_S = 0.005  # how often the bench reads the detector's counters (seconds)
+WATCH_INTERVAL_S = 0.02  # how often the bench reads the detector's counters (seconds)
 
 
 @dataclass
@@ -104,7 +104,7 @@ class BenchOptions:
     """
 
     events: int = 200_000
-    rounds: int = 3
+    rounds: int = 5
     partitions: int = 4
     payload: str = "json"
     max_batch_size: int = 4096

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, figures not meaningful")
     bench.add_argument("--events", type=int, help="records in the topic (default: 200,000; --quick 3,000)")
     bench.add_argument("--rounds", type=int, help="detector runs, each between two consume-limit runs "
-                       "(default: 3; --quick 1)")
+                       "(default: 5; --quick 1)")
     bench.add_argument("--format", choices=["json", "binary"], help="payload of the records (default: json)")
     bench.add_argument("--batch-size", type=int, help="consumer.max_batch_size (default: 4096)")
     bench.add_argument("--max-wait-ms", type=int, help="consumer.max_wait_ms (default: 50)")

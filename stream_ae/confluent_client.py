@@ -168,7 +168,7 @@ class ConfluentSource:
             messages = [first, *(self.consumer.consume(wanted - 1, 0) if wanted > 1 else [])]
         else:
             messages = self.consumer.consume(wanted, 0)
-        if any(m.error() is not None for m in messages):
+        if list(map(Message.error, messages)).count(None) != len(messages):
             for failed in (m for m in messages if m.error() is not None):
                 error = failed.error()
                 if error.fatal():
