@@ -221,7 +221,8 @@ class Detector:
         self._check_connection(polled)
         self._refresh_lag()
         if not len(consumed) or (self._in_flight is not None and self._in_flight.delivery.done()):
-            self._settle(None)
+            if not self._settle(None, unhandled=consumed.first_offsets()):
+                return 0  # rewound to the unacknowledged batch: these records come again after it
         if not len(consumed):
             return 0
         metrics.batch_size.observe(len(consumed))
@@ -262,17 +263,23 @@ class Detector:
         self._settle(sent)
         return len(consumed)
 
-    def _settle(self, newer: _InFlight | None, asynchronous: bool = True) -> None:
+    def _settle(self, newer: _InFlight | None, asynchronous: bool = True,
+                unhandled: dict[PartitionKey, int] | None = None) -> bool:
         """Settle the batch in flight and put ``newer`` in its place.
 
         Settling waits for the batch's acknowledgement, commits its offsets and counts it.
         If its delivery failed, nothing is committed: the source is rewound to the first
-        records of the failed batch and of ``newer`` (whose output is abandoned with it),
-        so that both are read again.
+        records of the failed batch, of ``newer`` (whose output is abandoned with it) and of
+        ``unhandled`` (first offsets of a batch polled but not handled yet), so that all of
+        them are read again.
+
+        Returns:
+            False when a failed delivery rewound the source (records polled since then must
+            be dropped: they come again); True otherwise.
         """
         settling, self._in_flight = self._in_flight, newer
         if settling is None:
-            return
+            return True
         metrics, stage = self.metrics, self.metrics.stage_seconds
         started = time.perf_counter()
         try:
@@ -281,13 +288,13 @@ class Detector:
             metrics.delivery_failures.inc()
             log.error("batch output not acknowledged, reading the batch again: %s", exc)
             first = dict(settling.first_offsets)
-            if newer is not None:
-                for key, offset in newer.first_offsets.items():
+            for later in (newer.first_offsets if newer else {}, unhandled or {}):
+                for key, offset in later.items():
                     first[key] = min(offset, first.get(key, offset))
             self._in_flight = None
             self.source.rewind(first)
             time.sleep(DELIVERY_RETRY_BACKOFF_S)
-            return
+            return False
         acknowledged = time.perf_counter()
         acknowledged_at_s = time.time()
         stage.labels("produce").inc(acknowledged - started)
@@ -307,6 +314,7 @@ class Detector:
         metrics.alerts.inc(settling.alerts)
         for reason in settling.dead_letter_reasons:
             metrics.dead_lettered.labels(reason).inc()
+        return True
 
     def _settle_before_leaving(self) -> None:
         """Settle the batch in flight and commit every offset synchronously."""

@@ -1,0 +1,139 @@
+"""The loop's delivery bookkeeping with one batch in flight, on scripted ends (no broker).
+
+What the integration tests cannot stage on demand: a batch whose output is refused while
+the next one has already been polled. Nothing may then be committed past the refused
+batch, and the source must be rewound to the earliest record of every batch involved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_ae.codec import encode_binary
+from stream_ae.config import load_settings
+from stream_ae.datasets import synthetic_transactions
+from stream_ae.detector import Detector
+from stream_ae.records import ConsumedBatch
+from stream_ae.sink import DeliveryError
+from tests.test_codec import FakeRecord
+
+TOPIC = "events"
+VALUES = synthetic_transactions(rows=6000).values
+
+
+def batch(*spans: tuple[int, int, int]) -> ConsumedBatch:
+    """Binary events of ``(partition, first offset, count)`` spans, in that order."""
+    records = [FakeRecord(encode_binary(VALUES[offset]), topic=TOPIC, partition=partition, offset=offset)
+               for partition, first, count in spans for offset in range(first, first + count)]
+    return ConsumedBatch.from_records(records)
+
+
+class ScriptedSource:
+    """Hands out the given batches in turn (then empty ones); records commits and rewinds."""
+
+    def __init__(self, batches: list[ConsumedBatch]) -> None:
+        self.batches = batches
+        self.commits: list[tuple[dict, bool]] = []
+        self.rewinds: list[dict] = []
+
+    def poll_batch(self, wait: bool = True) -> ConsumedBatch:
+        return self.batches.pop(0) if self.batches else ConsumedBatch.from_records([])
+
+    def commit(self, next_offsets: dict, asynchronous: bool = False) -> bool:
+        self.commits.append((dict(next_offsets), asynchronous))
+        return True
+
+    def rewind(self, first_offsets: dict) -> None:
+        self.rewinds.append(dict(first_offsets))
+
+    def lag(self) -> dict:
+        return {}
+
+    def connected(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedSink:
+    """Seals numbered batches; the deliveries numbered in ``refused`` fail when waited on."""
+
+    def __init__(self, refused: set[int], answered_at_once: bool) -> None:
+        self.refused = refused
+        self.answered_at_once = answered_at_once
+        self.open: list[tuple] = []
+        self.sealed: list[list[tuple]] = []
+        self.acknowledged: list[tuple] = []
+
+    def send(self, topic, key, value, headers=None) -> None:
+        self.open.append((topic, key))
+
+    def seal(self):
+        records, self.open = self.open, []
+        number = len(self.sealed)
+        self.sealed.append(records)
+        sink = self
+
+        class Delivery:
+            def done(self) -> bool:
+                return sink.answered_at_once
+
+            def wait(self) -> int:
+                if number in sink.refused:
+                    raise DeliveryError(f"batch {number} refused")
+                sink.acknowledged.extend(records)
+                return len(records)
+        return Delivery()
+
+    def flush(self) -> int:
+        return self.seal().wait()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("answered_at_once", [True, False],
+                         ids=["refusal seen right after the next poll", "refusal seen after the next batch"])
+def test_a_refused_batch_is_never_committed_past_and_everything_after_it_is_read_again(
+        synthetic_checkpoint, monkeypatch, answered_at_once):
+    checkpoint, path = synthetic_checkpoint
+    monkeypatch.setattr("stream_ae.detector.time.sleep", lambda seconds: None)  # the retry back-off
+    settings = load_settings(topics={"input": [TOPIC], "scores": "scores"}, model={"checkpoint": str(path)},
+                             metrics={"enabled": False})
+    first, second = batch((0, 0, 10)), batch((0, 10, 10), (1, 0, 5))
+    source = ScriptedSource([first, second, batch((0, 0, 20), (1, 0, 5))])
+    sink = ScriptedSink(refused={0}, answered_at_once=answered_at_once)
+    detector = Detector(settings, checkpoint, source, sink)
+    detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
+
+    assert detector.step() == 10 and source.commits == []  # the first batch is in flight
+    polled = detector.step()  # the second batch is polled; the first one's output is refused
+    assert source.rewinds == [{(TOPIC, 0): 0, (TOPIC, 1): 0}], "back to the earliest record of both"
+    assert source.commits == [] and detector.metrics.totals()["events_scored"] == 0
+    if answered_at_once:
+        assert polled == 0 and len(sink.sealed) == 1, "the polled batch is dropped, not handled"
+    else:
+        assert polled == 15 and len(sink.sealed) == 2, "handled, then abandoned with the refused one"
+
+    assert detector.step() == 25  # both read again, as one batch
+    assert detector.step() == 0  # nothing more: the batch in flight is settled
+    assert source.commits == [({(TOPIC, 0): 20, (TOPIC, 1): 5}, True)]
+    totals = detector.metrics.totals()
+    assert totals["events_in"] == totals["events_scored"] == 25
+    scored = [key for topic, key in sink.acknowledged if topic == "scores"]
+    assert sorted(scored) == sorted([f"{TOPIC}-0-{n}".encode() for n in range(20)]
+                                    + [f"{TOPIC}-1-{n}".encode() for n in range(5)])
+
+
+def test_only_partitions_still_assigned_are_committed(synthetic_checkpoint):
+    checkpoint, path = synthetic_checkpoint
+    settings = load_settings(topics={"input": [TOPIC]}, model={"checkpoint": str(path)}, metrics={"enabled": False})
+    source = ScriptedSource([batch((0, 0, 4), (1, 0, 6))])
+    detector = Detector(settings, checkpoint, source, ScriptedSink(refused=set(), answered_at_once=True))
+    detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
+    detector.step()
+    detector._on_revoked([(TOPIC, 1)])  # a rebalance while the batch is in flight
+    detector.step()
+    assert source.commits == [({(TOPIC, 0): 4}, True)], "the new owner of partition 1 reads it again"
