@@ -6,11 +6,13 @@ letter and threshold-state record of that batch has been acknowledged by the bro
 (at-least-once). Between batches it swaps in a new checkpoint when asked (SIGHUP) or when
 the checkpoint file changes, and keeps ``/readyz`` in step with the broker connection.
 
-One batch is in flight at a time, so that the broker's round trips overlap with work:
-batch N's output is sent, then batch N+1 is polled while N's acknowledgements arrive.
-N is settled (acknowledgement awaited, offsets committed asynchronously, counted) right
-after that poll if its acknowledgements are in (the usual case, and the one that keeps
-latency low), at once if no record is waiting, and otherwise once N+1's output is sent.
+While the detector is behind (full batches), one batch is in flight at a time, so that
+the broker's round trips overlap with work: batch N's output is sent, then batch N+1 is
+polled while N's acknowledgements arrive. N is settled (acknowledgement awaited, offsets
+committed asynchronously, counted) right after that poll if its acknowledgements are in,
+at once if no record is waiting, and otherwise once N+1's output is sent. A batch smaller
+than ``consumer.max_batch_size`` means the detector has caught up: it is settled at once,
+since then latency matters and there is time to spare.
 A failed delivery rewinds the source to the first records of both batches. Offsets are
 committed only for partitions still assigned: after a revocation, the new owner reads
 the revoked partitions' unsettled records again (at-least-once; the rebalance callback
@@ -260,7 +262,8 @@ class Detector:
         stage.labels("produce").inc(time.perf_counter() - judged)
         for topic, partition in batch.partitions:
             metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
-        self._settle(sent)
+        if self._settle(sent) and len(consumed) < self.settings.consumer.max_batch_size:
+            self._settle(None)  # caught up (the client held no more): latency matters, not overlap
         return len(consumed)
 
     def _settle(self, newer: _InFlight | None, asynchronous: bool = True,

@@ -94,18 +94,21 @@ class ScriptedSink:
         pass
 
 
+def loop_settings(path, **consumer):
+    return load_settings(topics={"input": [TOPIC], "scores": "scores"}, model={"checkpoint": str(path)},
+                         consumer={"max_batch_size": 10, **consumer}, metrics={"enabled": False})
+
+
 @pytest.mark.parametrize("answered_at_once", [True, False],
                          ids=["refusal seen right after the next poll", "refusal seen after the next batch"])
 def test_a_refused_batch_is_never_committed_past_and_everything_after_it_is_read_again(
         synthetic_checkpoint, monkeypatch, answered_at_once):
     checkpoint, path = synthetic_checkpoint
     monkeypatch.setattr("stream_ae.detector.time.sleep", lambda seconds: None)  # the retry back-off
-    settings = load_settings(topics={"input": [TOPIC], "scores": "scores"}, model={"checkpoint": str(path)},
-                             metrics={"enabled": False})
-    first, second = batch((0, 0, 10)), batch((0, 10, 10), (1, 0, 5))
-    source = ScriptedSource([first, second, batch((0, 0, 20), (1, 0, 5))])
+    first, second = batch((0, 0, 10)), batch((0, 10, 5), (1, 0, 5))  # full batches: the detector is behind
+    source = ScriptedSource([first, second, batch((0, 0, 10)), batch((0, 10, 5), (1, 0, 5))])
     sink = ScriptedSink(refused={0}, answered_at_once=answered_at_once)
-    detector = Detector(settings, checkpoint, source, sink)
+    detector = Detector(loop_settings(path), checkpoint, source, sink)
     detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
 
     assert detector.step() == 10 and source.commits == []  # the first batch is in flight
@@ -115,23 +118,34 @@ def test_a_refused_batch_is_never_committed_past_and_everything_after_it_is_read
     if answered_at_once:
         assert polled == 0 and len(sink.sealed) == 1, "the polled batch is dropped, not handled"
     else:
-        assert polled == 15 and len(sink.sealed) == 2, "handled, then abandoned with the refused one"
+        assert polled == 10 and len(sink.sealed) == 2, "handled, then abandoned with the refused one"
 
-    assert detector.step() == 25  # both read again, as one batch
+    assert detector.step() == 10 and detector.step() == 10  # both read again
     assert detector.step() == 0  # nothing more: the batch in flight is settled
-    assert source.commits == [({(TOPIC, 0): 20, (TOPIC, 1): 5}, True)]
+    assert source.commits == [({(TOPIC, 0): 10}, True), ({(TOPIC, 0): 15, (TOPIC, 1): 5}, True)]
     totals = detector.metrics.totals()
-    assert totals["events_in"] == totals["events_scored"] == 25
+    assert totals["events_in"] == totals["events_scored"] == 20
     scored = [key for topic, key in sink.acknowledged if topic == "scores"]
-    assert sorted(scored) == sorted([f"{TOPIC}-0-{n}".encode() for n in range(20)]
+    assert sorted(scored) == sorted([f"{TOPIC}-0-{n}".encode() for n in range(15)]
                                     + [f"{TOPIC}-1-{n}".encode() for n in range(5)])
+
+
+def test_a_caught_up_detector_settles_each_batch_in_its_own_step(synthetic_checkpoint):
+    checkpoint, path = synthetic_checkpoint
+    source = ScriptedSource([batch((0, 0, 10)), batch((0, 10, 3))])  # full, then short: caught up
+    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(set(), answered_at_once=False))
+    detector.assigned = {(TOPIC, 0)}
+    detector.step()
+    assert source.commits == [], "a full batch stays in flight"
+    detector.step()
+    assert source.commits == [({(TOPIC, 0): 10}, True), ({(TOPIC, 0): 13}, True)]
+    assert detector.metrics.totals()["events_scored"] == 13
 
 
 def test_only_partitions_still_assigned_are_committed(synthetic_checkpoint):
     checkpoint, path = synthetic_checkpoint
-    settings = load_settings(topics={"input": [TOPIC]}, model={"checkpoint": str(path)}, metrics={"enabled": False})
     source = ScriptedSource([batch((0, 0, 4), (1, 0, 6))])
-    detector = Detector(settings, checkpoint, source, ScriptedSink(refused=set(), answered_at_once=True))
+    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(refused=set(), answered_at_once=True))
     detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
     detector.step()
     detector._on_revoked([(TOPIC, 1)])  # a rebalance while the batch is in flight
