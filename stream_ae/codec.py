@@ -168,6 +168,10 @@ class EventDecoder:
         self._buffer = np.empty((0, self.width), np.float32)
         self._binary_row = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"),
                                      ("count", "<u4"), ("values", "<f4", (self.width,))])
+        # the fast path compares the whole 8-byte header of a row at once, as one integer
+        self._binary_header_row = np.dtype([("header", "<u8"), ("values", "<f4", (self.width,))])
+        self._expected_header = int.from_bytes(
+            BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, 0, self.width), "little")
 
     def _reserve(self, rows: int) -> np.ndarray:
         """The values buffer, grown to a power of two of at least ``rows`` rows."""
@@ -258,9 +262,8 @@ class EventDecoder:
             return None
         if (lengths != size).any():
             return None
-        rows = np.frombuffer(b"".join(values), dtype=self._binary_row)
-        if ((rows["magic"] != BINARY_MAGIC) | (rows["version"] != BINARY_VERSION) | (rows["flags"] != 0)
-                | (rows["count"] != self.width)).any():
+        rows = np.frombuffer(b"".join(values), dtype=self._binary_header_row)
+        if (rows["header"] != self._expected_header).any():
             return None
         return rows["values"]
 
