@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from stream_ae.batching import fill_batch
 from stream_ae.config import ConsumerSettings, KafkaSettings
 from stream_ae.records import ConsumedBatch, PartitionKey
-from stream_ae.sink import DeliveryError
+from stream_ae.sink import BatchingSink, DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class TallyDelivery:
         return self.sent
 
 
-class ConfluentSink:
+class ConfluentSink(BatchingSink):
     """Sends records a batch at a time and hands back each batch's delivery (see :mod:`sink`).
 
     A librdkafka producer with ``acks=all`` and idempotence; after a failed batch it is
@@ -359,17 +359,6 @@ class ConfluentSink:
         """Close the open batch (the records sent since the last call) and return its delivery."""
         tally, self.tally = self.tally, _Tally()
         return TallyDelivery(self.producer, tally, self.flush_timeout_s, self._replace_producer)
-
-    def flush(self) -> int:
-        """Seal the open batch and wait for it (up to ``flush_timeout_s``).
-
-        Returns:
-            The number of records acknowledged.
-
-        Raises:
-            DeliveryError: a record was refused or not acknowledged in time.
-        """
-        return self.seal().wait()
 
     def close(self) -> None:
         """Flush what is queued (up to ``flush_timeout_s``) and release the producer."""

@@ -38,7 +38,7 @@ from stream_ae.clients import Sink, Source, make_sink, make_source
 from stream_ae.codec import EventDecoder
 from stream_ae.config import Settings
 from stream_ae.metrics import DetectorMetrics, HealthState, MetricsServer
-from stream_ae.records import PartitionKey
+from stream_ae.records import ConsumedBatch, PartitionKey
 from stream_ae.scorer import Scorer
 from stream_ae.sink import Delivery, DeliveryError
 from stream_ae.state_store import ThresholdStateStore
@@ -56,15 +56,15 @@ class _InFlight:
 
     Attributes:
         delivery: the acknowledgement of the batch's output.
-        first_offsets, next_offsets: per partition, the batch's first offset (to read it
-            again) and the offset after its last record (to commit).
+        consumed: the batch's records (their first offsets, to read them again).
+        next_offsets: per partition, the offset after the batch's last record (to commit).
         events_in, events_scored, alerts: counts (events).
         dead_letter_reasons: the reason of each dead-lettered record.
         timestamps_ms: int64 ``(events_scored,)`` record timestamps, for the latency.
     """
 
     delivery: Delivery
-    first_offsets: dict[PartitionKey, int]
+    consumed: ConsumedBatch
     next_offsets: dict[PartitionKey, int]
     events_in: int
     events_scored: int
@@ -222,11 +222,12 @@ class Detector:
         stage.labels("poll").inc(polled - started)
         self._check_connection(polled)
         self._refresh_lag()
-        if not len(consumed) or (self._in_flight is not None and self._in_flight.delivery.done()):
-            if not self._settle(None, unhandled=consumed.first_offsets()):
-                return 0  # rewound to the unacknowledged batch: these records come again after it
         if not len(consumed):
+            self._settle(None)
             return 0
+        in_flight = self._in_flight
+        if in_flight is not None and in_flight.delivery.done() and not self._settle(None, unhandled=consumed):
+            return 0  # rewound to the unacknowledged batch: these records come again after it
         metrics.batch_size.observe(len(consumed))
 
         batch, rejected = self.decoder.decode(consumed)
@@ -257,7 +258,7 @@ class Detector:
         next_offsets = consumed.next_offsets()
         if self.state_store is not None:
             self._send_threshold_state(next_offsets)
-        sent = _InFlight(self.sink.seal(), consumed.first_offsets(), next_offsets, len(consumed), len(batch),
+        sent = _InFlight(self.sink.seal(), consumed, next_offsets, len(consumed), len(batch),
                          len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
         stage.labels("produce").inc(time.perf_counter() - judged)
         for topic, partition in batch.partitions:
@@ -266,14 +267,13 @@ class Detector:
             self._settle(None)  # caught up (the client held no more): latency matters, not overlap
         return len(consumed)
 
-    def _settle(self, newer: _InFlight | None, asynchronous: bool = True,
-                unhandled: dict[PartitionKey, int] | None = None) -> bool:
+    def _settle(self, newer: _InFlight | None, unhandled: ConsumedBatch | None = None) -> bool:
         """Settle the batch in flight and put ``newer`` in its place.
 
-        Settling waits for the batch's acknowledgement, commits its offsets and counts it.
-        If its delivery failed, nothing is committed: the source is rewound to the first
-        records of the failed batch, of ``newer`` (whose output is abandoned with it) and of
-        ``unhandled`` (first offsets of a batch polled but not handled yet), so that all of
+        Settling waits for the batch's acknowledgement, commits its offsets asynchronously
+        and counts it. If its delivery failed, nothing is committed: the source is rewound
+        to the first records of the failed batch, of ``newer`` (whose output is abandoned
+        with it) and of ``unhandled`` (a batch polled but not handled yet), so that all of
         them are read again.
 
         Returns:
@@ -290,9 +290,11 @@ class Detector:
         except DeliveryError as exc:
             metrics.delivery_failures.inc()
             log.error("batch output not acknowledged, reading the batch again: %s", exc)
-            first = dict(settling.first_offsets)
-            for later in (newer.first_offsets if newer else {}, unhandled or {}):
-                for key, offset in later.items():
+            involved = [settling.consumed, *([newer.consumed] if newer else []),
+                        *([unhandled] if unhandled is not None else [])]
+            first: dict[PartitionKey, int] = {}
+            for consumed in involved:
+                for key, offset in consumed.first_offsets().items():
                     first[key] = min(offset, first.get(key, offset))
             self._in_flight = None
             self.source.rewind(first)
@@ -303,12 +305,8 @@ class Detector:
         stage.labels("produce").inc(acknowledged - started)
 
         owned = {key: offset for key, offset in settling.next_offsets.items() if key in self.assigned}
-        if asynchronous:
-            self.source.commit(owned, asynchronous=True)
-            self._committed_async.update(owned)
-        else:
-            self.source.commit({**self._committed_async, **owned})
-            self._committed_async.clear()
+        self.source.commit(owned, asynchronous=True)
+        self._committed_async.update(owned)
         stage.labels("commit").inc(time.perf_counter() - acknowledged)
 
         metrics.end_to_end_latency.observe_many(acknowledged_at_s - settling.timestamps_ms / 1000.0)
@@ -320,8 +318,9 @@ class Detector:
         return True
 
     def _settle_before_leaving(self) -> None:
-        """Settle the batch in flight and commit every offset synchronously."""
-        self._settle(None, asynchronous=False)
+        """Settle the batch in flight, then commit every offset committed asynchronously
+        again, synchronously, so that none is lost with the connection."""
+        self._settle(None)
         if self._committed_async:
             self.source.commit(self._committed_async)
             self._committed_async.clear()

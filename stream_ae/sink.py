@@ -71,7 +71,28 @@ class FutureDelivery:
         return len(self.futures)
 
 
-class KafkaSink:
+class BatchingSink:
+    """What both sinks share: :meth:`flush` as sealing the open batch and waiting for it.
+
+    A subclass provides ``seal() -> Delivery``.
+    """
+
+    def seal(self) -> Delivery:
+        raise NotImplementedError
+
+    def flush(self) -> int:
+        """Seal the open batch and wait for it (up to the sink's ``flush_timeout_s``).
+
+        Returns:
+            The number of records acknowledged.
+
+        Raises:
+            DeliveryError: a record was refused or not acknowledged in time.
+        """
+        return self.seal().wait()
+
+
+class KafkaSink(BatchingSink):
     """Sends records and reports, per batch, whether all of them were acknowledged.
 
     The producer waits for ``acks=all`` and is idempotent, so a retried send does not
@@ -110,17 +131,6 @@ class KafkaSink:
         """Close the open batch (the records sent since the last call) and return its delivery."""
         pending, self.pending = self.pending, []
         return FutureDelivery(pending, self.flush_timeout_s, self._replace_producer)
-
-    def flush(self) -> int:
-        """Seal the open batch and wait for it (up to ``flush_timeout_s``).
-
-        Returns:
-            The number of records acknowledged.
-
-        Raises:
-            DeliveryError: a record was refused or not acknowledged in time.
-        """
-        return self.seal().wait()
 
     def _replace_producer(self) -> None:
         try:
