@@ -14,6 +14,7 @@ read with ``map`` over the method descriptors (:func:`consumed_batch`), and a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from operator import itemgetter
 from typing import Any, Callable, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream_ae.batching import fill_batch
+from stream_ae.batching import BatchPolicy
 from stream_ae.config import ConsumerSettings, KafkaSettings
 from stream_ae.records import ConsumedBatch, PartitionKey
 from stream_ae.sink import BatchingSink, DeliveryError
@@ -84,6 +85,7 @@ class MessageRecord:
 
 
 _SECOND = itemgetter(1)
+REPORT_POLL_S = 0.05  # longest block of one Producer.poll on the reporting thread (seconds)
 
 
 def consumed_batch(messages: list[Message]) -> ConsumedBatch:
@@ -117,8 +119,7 @@ class ConfluentSource:
     def __init__(self, kafka: KafkaSettings, topics: list[str], consumer: ConsumerSettings,
                  on_assigned: Callable[[list[PartitionKey]], None] = lambda keys: None,
                  on_revoked: Callable[[list[PartitionKey]], None] = lambda keys: None) -> None:
-        self.max_batch_size = consumer.max_batch_size
-        self.max_wait_s = consumer.max_wait_ms / 1000.0
+        self.batching = BatchPolicy.from_settings(consumer)
         self._connected = True
         self.consumer = Consumer({
             **client_config(kafka),
@@ -177,22 +178,22 @@ class ConfluentSource:
             messages = [m for m in messages if m.error() is None]
         return messages
 
-    def poll_records(self, wait: bool = True) -> list[Message]:
+    def poll_records(self) -> list[Message]:
         """The client's messages of one micro-batch: at most ``max_batch_size``, waiting at
-        most ``max_wait_ms`` (not at all without ``wait``; see :func:`batching.fill_batch`).
+        most ``max_wait_ms`` (see :meth:`batching.BatchPolicy.fill`).
 
         Raises:
             KafkaException: a fatal consumer error.
         """
-        return fill_batch(self._fetch, self.max_batch_size, self.max_wait_s, wait)
+        return self.batching.fill(self._fetch)
 
-    def poll_batch(self, wait: bool = True) -> ConsumedBatch:
+    def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns.
 
         Raises:
             KafkaException: a fatal consumer error.
         """
-        return consumed_batch(self.poll_records(wait))
+        return consumed_batch(self.poll_records())
 
     def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
         """Commit the given next offsets (see :meth:`ConsumedBatch.next_offsets`).
@@ -261,63 +262,100 @@ class ConfluentSource:
 
 
 class _Tally:
-    """Delivery reports of one batch: records still unacknowledged, and the errors."""
+    """Delivery reports of one batch of records.
 
-    __slots__ = ("outstanding", "failures")
+    ``sent`` is counted by the loop's thread and everything else by the sink's reporting
+    thread, so no field has two writers; the event is set once the batch is sealed and
+    every record has had its report (whichever thread sees that last sets it).
+    """
+
+    __slots__ = ("sent", "answered", "failures", "acknowledged_at", "sealed", "all_answered")
 
     def __init__(self) -> None:
-        self.outstanding = 0
+        self.sent = 0
+        self.answered = 0
         self.failures: list[KafkaError] = []
+        self.acknowledged_at = 0.0  # seconds since the epoch of the last acknowledgement
+        self.sealed = False
+        self.all_answered = threading.Event()
 
     def delivered(self, error: KafkaError | None, _message: Message) -> None:
-        self.outstanding -= 1
+        """librdkafka's delivery report of one record (served on the reporting thread)."""
         if error is not None:
             self.failures.append(error)
+        else:
+            self.acknowledged_at = time.time()
+        self.answered += 1
+        if self.sealed and self.answered >= self.sent:
+            self.all_answered.set()
+
+    def seal(self) -> None:
+        """No record joins the batch after this (the loop's thread)."""
+        self.acknowledged_at = max(self.acknowledged_at, time.time())
+        self.sealed = True
+        if self.answered >= self.sent:
+            self.all_answered.set()
+
+
+class _ReportServer(threading.Thread):
+    """Serves a producer's delivery reports as they come (``Producer.poll`` in a loop), so
+    that each acknowledgement is timed when it arrives, not when the loop next looks."""
+
+    def __init__(self, producer: Producer) -> None:
+        super().__init__(name="stream-ae-delivery-reports", daemon=True)
+        self.producer = producer
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.producer.poll(REPORT_POLL_S)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        self.stopping.set()
+        self.join()
 
 
 class TallyDelivery:
     """The acknowledgement of a batch sent with confluent-kafka (see :class:`sink.Delivery`).
 
     Args:
-        producer: the producer that sent the batch (its delivery reports are served here).
-        tally: the batch's delivery reports.
+        tally: the batch's delivery reports (sealed).
         timeout_s: longest wait for the acknowledgements (seconds).
         on_failure: called once before :meth:`wait` raises (the sink replaces its producer).
     """
 
-    def __init__(self, producer: Producer, tally: _Tally, timeout_s: float,
-                 on_failure: Callable[[], None]) -> None:
-        self.producer = producer
+    def __init__(self, tally: _Tally, timeout_s: float, on_failure: Callable[[], None]) -> None:
         self.tally = tally
-        self.sent = tally.outstanding
         self.timeout_s = timeout_s
         self.on_failure = on_failure
 
     def done(self) -> bool:
-        """See :meth:`sink.Delivery.done` (serves the delivery reports already in)."""
-        if self.tally.outstanding > 0:
-            self.producer.poll(0)
-        return self.tally.outstanding <= 0
+        """See :meth:`sink.Delivery.done`."""
+        return self.tally.all_answered.is_set()
 
     def wait(self) -> int:
         """See :meth:`sink.Delivery.wait`."""
-        deadline = time.monotonic() + self.timeout_s
         tally = self.tally
-        while tally.outstanding > 0 and (left := deadline - time.monotonic()) > 0:
-            self.producer.poll(min(left, 0.1))
-        if tally.outstanding > 0 or tally.failures:
+        answered = tally.all_answered.wait(self.timeout_s)
+        if not answered or tally.failures:
             self.on_failure()
             first = tally.failures[0] if tally.failures else "no acknowledgement in time"
-            raise DeliveryError(f"{len(tally.failures) + tally.outstanding} of {self.sent} records not "
-                                f"acknowledged: {first}")
-        return self.sent
+            raise DeliveryError(f"{tally.sent - tally.answered + len(tally.failures)} of {tally.sent} "
+                                f"records not acknowledged: {first}")
+        return tally.sent
+
+    def acknowledged_at(self) -> float:
+        """See :meth:`sink.Delivery.acknowledged_at`."""
+        return self.tally.acknowledged_at
 
 
 class ConfluentSink(BatchingSink):
     """Sends records a batch at a time and hands back each batch's delivery (see :mod:`sink`).
 
-    A librdkafka producer with ``acks=all`` and idempotence; after a failed batch it is
-    replaced, since an idempotent producer can be left in a fatal state.
+    A librdkafka producer with ``acks=all`` and idempotence, whose delivery reports a
+    thread of its own serves; after a failed batch it is replaced, since an idempotent
+    producer can be left in a fatal state.
 
     Args:
         kafka: connection and security settings.
@@ -327,11 +365,11 @@ class ConfluentSink(BatchingSink):
     def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 30.0) -> None:
         self.kafka = kafka
         self.flush_timeout_s = flush_timeout_s
-        self.producer = self._new_producer()
         self.tally = _Tally()
+        self.producer, self.reports = self._new_producer()
 
-    def _new_producer(self) -> Producer:
-        return Producer({
+    def _new_producer(self) -> tuple[Producer, _ReportServer]:
+        producer = Producer({
             **client_config(self.kafka),
             "acks": "all",
             "enable.idempotence": True,
@@ -339,9 +377,13 @@ class ConfluentSink(BatchingSink):
             "batch.size": 256 * 1024,
             "message.max.bytes": 8 * 1024 * 1024,
         })
+        reports = _ReportServer(producer)
+        reports.start()
+        return producer, reports
 
     def _replace_producer(self) -> None:
-        self.producer = self._new_producer()
+        self.reports.stop()
+        self.producer, self.reports = self._new_producer()
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
@@ -351,15 +393,17 @@ class ConfluentSink(BatchingSink):
                 self.producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
                                       on_delivery=self.tally.delivered)
                 break
-            except BufferError:  # the local queue is full: serve delivery reports, then retry
-                self.producer.poll(0.05)
-        self.tally.outstanding += 1
+            except BufferError:  # the local queue is full: the reporting thread drains it
+                time.sleep(REPORT_POLL_S)
+        self.tally.sent += 1
 
     def seal(self) -> TallyDelivery:
         """Close the open batch (the records sent since the last call) and return its delivery."""
         tally, self.tally = self.tally, _Tally()
-        return TallyDelivery(self.producer, tally, self.flush_timeout_s, self._replace_producer)
+        tally.seal()
+        return TallyDelivery(tally, self.flush_timeout_s, self._replace_producer)
 
     def close(self) -> None:
         """Flush what is queued (up to ``flush_timeout_s``) and release the producer."""
+        self.reports.stop()
         self.producer.flush(self.flush_timeout_s)

@@ -36,6 +36,11 @@ class Delivery(Protocol):
                 ``flush_timeout_s``.
         """
 
+    def acknowledged_at(self) -> float:
+        """When the batch's last acknowledgement reached the client (seconds since the epoch),
+        however late the loop waits for it; the time of sealing for a batch of no records.
+        Meaningful once :meth:`wait` has returned."""
+
 
 class FutureDelivery:
     """The acknowledgement of a batch sent with kafka-python: one future per record.
@@ -51,6 +56,12 @@ class FutureDelivery:
         self.futures = futures
         self.timeout_s = timeout_s
         self.on_failure = on_failure
+        self._last_acknowledged_at = time.time()
+        for future in futures:  # called on the producer's I/O thread as each answer arrives
+            future.add_callback(self._acknowledged)
+
+    def _acknowledged(self, _metadata: object) -> None:
+        self._last_acknowledged_at = time.time()
 
     def done(self) -> bool:
         """See :meth:`Delivery.done`."""
@@ -69,6 +80,10 @@ class FutureDelivery:
             self.on_failure()
             raise DeliveryError(f"{len(failed)} of {len(self.futures)} records not acknowledged: {failed[0]}")
         return len(self.futures)
+
+    def acknowledged_at(self) -> float:
+        """See :meth:`Delivery.acknowledged_at`."""
+        return self._last_acknowledged_at
 
 
 class BatchingSink:

@@ -11,7 +11,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from stream_ae.batching import fill_batch
+from stream_ae.batching import BatchPolicy
 from stream_ae.config import ConsumerSettings, KafkaSettings
 from stream_ae.records import ConsumedBatch, PartitionKey, Record
 
@@ -58,8 +58,7 @@ class KafkaSource:
     def __init__(self, kafka: KafkaSettings, topics: list[str], consumer: ConsumerSettings,
                  on_assigned: Callable[[list[PartitionKey]], None] = lambda keys: None,
                  on_revoked: Callable[[list[PartitionKey]], None] = lambda keys: None) -> None:
-        self.max_batch_size = consumer.max_batch_size
-        self.max_wait_s = consumer.max_wait_ms / 1000.0
+        self.batching = BatchPolicy.from_settings(consumer)
         self.consumer = KafkaConsumer(
             **kafka.client_options(),
             group_id=consumer.group_id,
@@ -82,15 +81,15 @@ class KafkaSource:
         fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
         return list(chain.from_iterable(fetched.values()))
 
-    def poll_records(self, wait: bool = True) -> list[Record]:
-        """The client's records of one micro-batch (:func:`batching.fill_batch`): at most
-        ``max_batch_size``, waiting at most ``max_wait_ms`` (not at all without ``wait``);
-        empty when nothing arrived in time."""
-        return fill_batch(self._fetch, self.max_batch_size, self.max_wait_s, wait)
+    def poll_records(self) -> list[Record]:
+        """The client's records of one micro-batch (:meth:`batching.BatchPolicy.fill`): at
+        most ``max_batch_size``, waiting at most ``max_wait_ms``; empty when nothing
+        arrived in time."""
+        return self.batching.fill(self._fetch)
 
-    def poll_batch(self, wait: bool = True) -> ConsumedBatch:
+    def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns."""
-        return ConsumedBatch.from_records(self.poll_records(wait))
+        return ConsumedBatch.from_records(self.poll_records())
 
     def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
         """Commit the given next offsets (see :meth:`ConsumedBatch.next_offsets`).

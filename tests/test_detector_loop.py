@@ -22,9 +22,10 @@ TOPIC = "events"
 VALUES = synthetic_transactions(rows=6000).values
 
 
-def batch(*spans: tuple[int, int, int]) -> ConsumedBatch:
+def batch(*spans: tuple[int, int, int], timestamp_ms: int = 0) -> ConsumedBatch:
     """Binary events of ``(partition, first offset, count)`` spans, in that order."""
-    records = [FakeRecord(encode_binary(VALUES[offset]), topic=TOPIC, partition=partition, offset=offset)
+    records = [FakeRecord(encode_binary(VALUES[offset]), topic=TOPIC, partition=partition, offset=offset,
+                          timestamp=timestamp_ms)
                for partition, first, count in spans for offset in range(first, first + count)]
     return ConsumedBatch.from_records(records)
 
@@ -37,7 +38,7 @@ class ScriptedSource:
         self.commits: list[tuple[dict, bool]] = []
         self.rewinds: list[dict] = []
 
-    def poll_batch(self, wait: bool = True) -> ConsumedBatch:
+    def poll_batch(self) -> ConsumedBatch:
         return self.batches.pop(0) if self.batches else ConsumedBatch.from_records([])
 
     def commit(self, next_offsets: dict, asynchronous: bool = False) -> bool:
@@ -58,11 +59,13 @@ class ScriptedSource:
 
 
 class ScriptedSink:
-    """Seals numbered batches; the deliveries numbered in ``refused`` fail when waited on."""
+    """Seals numbered batches; the deliveries numbered in ``refused`` fail when waited on;
+    every delivery says it was acknowledged at ``acknowledged_at_s``."""
 
-    def __init__(self, refused: set[int], answered_at_once: bool) -> None:
+    def __init__(self, refused: set[int], answered_at_once: bool, acknowledged_at_s: float = 0.0) -> None:
         self.refused = refused
         self.answered_at_once = answered_at_once
+        self.acknowledged_at_s = acknowledged_at_s
         self.open: list[tuple] = []
         self.sealed: list[list[tuple]] = []
         self.acknowledged: list[tuple] = []
@@ -85,6 +88,9 @@ class ScriptedSink:
                     raise DeliveryError(f"batch {number} refused")
                 sink.acknowledged.extend(records)
                 return len(records)
+
+            def acknowledged_at(self) -> float:
+                return sink.acknowledged_at_s
         return Delivery()
 
     def flush(self) -> int:
@@ -130,16 +136,22 @@ def test_a_refused_batch_is_never_committed_past_and_everything_after_it_is_read
                                     + [f"{TOPIC}-1-{n}".encode() for n in range(5)])
 
 
-def test_a_caught_up_detector_settles_each_batch_in_its_own_step(synthetic_checkpoint):
+def test_a_batch_stays_in_flight_through_the_next_poll_and_its_latency_ends_at_its_acknowledgement(
+        synthetic_checkpoint):
     checkpoint, path = synthetic_checkpoint
-    source = ScriptedSource([batch((0, 0, 10)), batch((0, 10, 3))])  # full, then short: caught up
-    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(set(), answered_at_once=False))
+    source = ScriptedSource([batch((0, 0, 3), timestamp_ms=1_000_000), batch((0, 3, 2), timestamp_ms=1_000_100)])
+    sink = ScriptedSink(set(), answered_at_once=False, acknowledged_at_s=1_000.25)
+    detector = Detector(loop_settings(path), checkpoint, source, sink)
     detector.assigned = {(TOPIC, 0)}
     detector.step()
-    assert source.commits == [], "a full batch stays in flight"
-    detector.step()
-    assert source.commits == [({(TOPIC, 0): 10}, True), ({(TOPIC, 0): 13}, True)]
-    assert detector.metrics.totals()["events_scored"] == 13
+    assert source.commits == [], "in flight while the next batch is polled"
+    detector.step()  # the next batch is handled first (its acknowledgement was not in), then the first settled
+    assert source.commits == [({(TOPIC, 0): 3}, True)]
+    assert detector.step() == 0 and source.commits[-1] == ({(TOPIC, 0): 5}, True), "an empty poll settles"
+    assert detector.metrics.totals()["events_scored"] == 5
+    latencies = detector.metrics.end_to_end_latency.recent()
+    assert sorted(np.round(latencies, 6).tolist()) == [0.15] * 2 + [0.25] * 3, \
+        "record timestamp to the acknowledgement's arrival, not to when the loop settled"
 
 
 def test_only_partitions_still_assigned_are_committed(synthetic_checkpoint):

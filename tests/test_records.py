@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from stream_ae.batching import fill_batch
+from stream_ae.batching import BatchPolicy
 from stream_ae.records import ConsumedBatch, index_partitions
 from tests.test_codec import FakeRecord
 
@@ -51,7 +51,11 @@ def test_offsets_to_commit_and_to_read_again_per_partition():
 
 
 class ScriptedClient:
-    """A client whose buffer holds the given chunks; a fetch with a wait sleeps while it is empty."""
+    """A client whose buffer holds the given chunks; a fetch with a wait sleeps while it is empty.
+
+    An empty chunk stands for a fetch that finds nothing yet (the next chunk is the answer
+    of a fetch still in flight).
+    """
 
     def __init__(self, chunks: list[list[int]]) -> None:
         self.chunks = chunks
@@ -71,28 +75,43 @@ class ScriptedClient:
 
 def test_a_batch_takes_what_is_buffered_and_stops_when_nothing_more_is():
     client = ScriptedClient([[1, 2], [3], [4, 5, 6]])
-    assert fill_batch(client.fetch, 100, 0.5) == [1, 2, 3, 4, 5, 6]
+    assert BatchPolicy(100, 0.5).fill(client.fetch) == [1, 2, 3, 4, 5, 6]
     assert client.waits[0] > 0 and client.waits[1:] == [0.0, 0.0, 0.0]
 
 
 def test_a_batch_is_cut_at_max_records():
     client = ScriptedClient([[1, 2, 3], [4, 5, 6]])
-    assert fill_batch(client.fetch, 4, 0.5) == [1, 2, 3, 4]
-    assert fill_batch(client.fetch, 4, 0.5) == [5, 6]
+    policy = BatchPolicy(4, 0.5, linger_s=0.01)
+    assert policy.fill(client.fetch) == [1, 2, 3, 4]
+    assert policy.fill(client.fetch) == [5, 6]
 
 
-def test_without_wait_an_empty_client_gives_an_empty_batch_at_once():
+def test_the_linger_waits_once_for_the_fetch_in_flight():
+    # buffered [1, 2]; then nothing buffered while the next fetch is in flight; its answer [3, 4]
+    client = ScriptedClient([[1, 2], [], [3, 4], [], [5]])
+    assert BatchPolicy(100, 0.5, linger_s=0.005).fill(client.fetch) == [1, 2, 3, 4]
+    assert client.waits[0] > 0 and client.waits[1:] == [0.0, 0.005, 0.0], "one linger per batch"
+    assert BatchPolicy(100, 0.5, linger_s=0.005).fill(client.fetch) == [5], "the rest is the next batch's"
+    client = ScriptedClient([[1, 2], [], [3, 4]])
+    assert BatchPolicy(100, 0.5).fill(client.fetch) == [1, 2], "no linger: the batch ends when the buffer runs dry"
+
+
+def test_the_linger_never_passes_max_wait():
+    client = ScriptedClient([[1]])
+    started = time.monotonic()
+    assert BatchPolicy(100, 0.05, linger_s=5.0).fill(client.fetch) == [1]
+    assert time.monotonic() - started < 1.0 and 0 < client.waits[-1] <= 0.05
+
+
+def test_an_empty_client_gives_an_empty_batch_after_max_wait():
     client = ScriptedClient([])
     started = time.monotonic()
-    assert fill_batch(client.fetch, 10, 5.0, wait=False) == []
-    assert time.monotonic() - started < 1.0 and client.waits == [0.0]
-    client = ScriptedClient([[1], [2]])
-    assert fill_batch(client.fetch, 10, 5.0, wait=False) == [1, 2]
-    assert client.waits == [0.0, 0.0, 0.0]
-
-
-def test_with_wait_an_empty_client_gives_an_empty_batch_after_max_wait():
-    client = ScriptedClient([])
-    started = time.monotonic()
-    assert fill_batch(client.fetch, 10, 0.2) == []
+    assert BatchPolicy(10, 0.2, linger_s=0.01).fill(client.fetch) == []
     assert 0.15 <= time.monotonic() - started < 2.0
+
+
+def test_the_policy_comes_from_the_consumer_settings():
+    from stream_ae.config import ConsumerSettings
+
+    policy = BatchPolicy.from_settings(ConsumerSettings(max_batch_size=64, max_wait_ms=250, linger_ms=7))
+    assert policy == BatchPolicy(64, 0.25, 0.007)
