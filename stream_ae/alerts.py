@@ -43,36 +43,44 @@ class ModelIdentity:
     checkpoint_sha256: str
 
 
-def _common_fields(batch: Batch, index: int, scores: Scores, verdict: Verdict,
-                   detected_at_ms: int, model: ModelIdentity) -> dict:
-    topic, partition = batch.partitions[batch.partition_index[index]]
-    offset = int(batch.offsets[index])
-    return {
-        "key": record_key(topic, partition, offset),
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "event_id": batch.event_ids[index],
-        "event_timestamp_ms": int(batch.timestamps_ms[index]),
-        "detected_at_ms": detected_at_ms,
-        "reconstruction_error": float(scores.errors[index]),
-        "threshold": float(verdict.thresholds[index]),
-        "zscore": float(verdict.zscores[index]),
-        "model": model.name,
-        "checkpoint_sha256": model.checkpoint_sha256,
-    }
+def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verdict,
+                   detected_at_ms: int, model: ModelIdentity) -> list[dict]:
+    """The fields alerts and score records share, one dict per row of ``rows`` (int ``(k,)``
+    indices into the batch); each column is read out of its array once, not per event."""
+    slots = batch.partition_index[rows].tolist()
+    columns = zip(slots, batch.offsets[rows].tolist(), [batch.event_ids[row] for row in rows.tolist()],
+                  batch.timestamps_ms[rows].tolist(), scores.errors[rows].tolist(),
+                  verdict.thresholds[rows].tolist(), verdict.zscores[rows].tolist())
+    out = []
+    for slot, offset, event_id, timestamp_ms, error, threshold, zscore in columns:
+        topic, partition = batch.partitions[slot]
+        out.append({
+            "key": record_key(topic, partition, offset),
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "event_id": event_id,
+            "event_timestamp_ms": timestamp_ms,
+            "detected_at_ms": detected_at_ms,
+            "reconstruction_error": error,
+            "threshold": threshold,
+            "zscore": zscore,
+            "model": model.name,
+            "checkpoint_sha256": model.checkpoint_sha256,
+        })
+    return out
 
 
 def alert_records(batch: Batch, scores: Scores, verdict: Verdict, attribution_names: list[str],
                   detected_at_ms: int, model: ModelIdentity) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` of an alert for every flagged event of the batch."""
-    out = []
     flagged = np.flatnonzero(verdict.flags)
     if len(flagged) == 0:
-        return out
+        return []
     top_index, top_error = scores.top_features(flagged)
-    for index, features, errors in zip(flagged, top_index.tolist(), top_error.tolist()):
-        alert = _common_fields(batch, index, scores, verdict, detected_at_ms, model)
+    out = []
+    for alert, features, errors in zip(_common_fields(batch, flagged, scores, verdict, detected_at_ms, model),
+                                       top_index.tolist(), top_error.tolist()):
         alert["top_features"] = [{"name": attribution_names[feature], "error": error}
                                  for feature, error in zip(features, errors)]
         out.append((alert["key"].encode(), orjson.dumps(alert)))
@@ -82,10 +90,11 @@ def alert_records(batch: Batch, scores: Scores, verdict: Verdict, attribution_na
 def score_records(batch: Batch, scores: Scores, verdict: Verdict, detected_at_ms: int,
                   model: ModelIdentity) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` of a score record for every event of the batch."""
+    every = np.arange(len(batch))
     out = []
-    for index in range(len(batch)):
-        score = _common_fields(batch, index, scores, verdict, detected_at_ms, model)
-        score["anomaly"] = bool(verdict.flags[index])
+    for score, anomaly in zip(_common_fields(batch, every, scores, verdict, detected_at_ms, model),
+                              verdict.flags.tolist()):
+        score["anomaly"] = bool(anomaly)
         out.append((score["key"].encode(), orjson.dumps(score)))
     return out
 
