@@ -110,6 +110,7 @@ class Detector:
         self.sink = sink
         self.state_store: ThresholdStateStore | None = None
         self.assigned: set[PartitionKey] = set()
+        self._unrestored: set[PartitionKey] = set()  # assigned, saved threshold not read yet
         self._in_flight: _InFlight | None = None
         self._committed_async: dict[PartitionKey, int] = {}
         self.connected = True
@@ -143,7 +144,18 @@ class Detector:
 
     # -- rebalance callbacks (called from inside poll) -------------------------------------
     def _on_assigned(self, keys: list[PartitionKey]) -> None:
+        # kafka-python calls this on its I/O thread, where nothing may block: the saved
+        # thresholds are read by the loop (_restore_thresholds), before it judges any event
         self.assigned.update(keys)
+        self._unrestored.update(keys)
+        self._refresh_readiness()
+        log.info("partitions assigned: %s", sorted(keys))
+
+    def _restore_thresholds(self) -> None:
+        """Seed the threshold of each newly assigned partition from its saved state, when the
+        state was saved by the model in service (else the checkpoint's seed stays)."""
+        keys = sorted(self._unrestored)
+        self._unrestored.difference_update(keys)
         saved = self.state_store.load(keys) if self.state_store else {}
         for key, state in saved.items():
             if state.get("checkpoint_sha256") == self.model.checkpoint_sha256:
@@ -151,11 +163,12 @@ class Detector:
         for topic, partition in keys:
             self.metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
         self._refresh_readiness()
-        log.info("partitions assigned: %s (threshold state restored for %d)", sorted(keys), len(saved))
+        log.info("threshold state restored for %d of %d newly assigned partitions", len(saved), len(keys))
 
     def _on_revoked(self, keys: list[PartitionKey]) -> None:
         for key in keys:
             self.assigned.discard(key)
+            self._unrestored.discard(key)
             self._committed_async.pop(key, None)
             self.threshold.forget(key)
             for gauge in (self.metrics.threshold, self.metrics.consumer_lag):
@@ -167,7 +180,8 @@ class Detector:
         log.info("partitions revoked: %s", sorted(keys))
 
     def _refresh_readiness(self) -> None:
-        self.health.ready = bool(self.assigned) and self.connected
+        """Ready: partitions assigned, their saved thresholds read, the broker reachable."""
+        self.health.ready = bool(self.assigned) and not self._unrestored and self.connected
 
     # -- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -218,6 +232,8 @@ class Detector:
         self.health.tick()
         started = time.perf_counter()
         consumed = self.source.poll_batch()
+        if self._unrestored:  # partitions were assigned during the poll
+            self._restore_thresholds()
         polled = time.perf_counter()
         stage.labels("poll").inc(polled - started)
         self._housekeeping(polled)

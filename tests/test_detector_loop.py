@@ -163,3 +163,38 @@ def test_only_partitions_still_assigned_are_committed(synthetic_checkpoint):
     detector._on_revoked([(TOPIC, 1)])  # a rebalance while the batch is in flight
     detector.step()
     assert source.commits == [({(TOPIC, 0): 4}, True)], "the new owner of partition 1 reads it again"
+
+
+class SavedStates:
+    """A threshold-state store holding one saved state per partition; counts its reads."""
+
+    def __init__(self, states: dict) -> None:
+        self.states = states
+        self.reads: list[list] = []
+
+    def load(self, keys: list) -> dict:
+        self.reads.append(list(keys))
+        return {key: self.states[key] for key in keys if key in self.states}
+
+    def record(self, key, state) -> tuple[bytes, bytes]:
+        return repr(key).encode(), repr(state).encode()
+
+
+def test_saved_thresholds_are_read_by_the_loop_before_it_judges_the_assigned_partitions(synthetic_checkpoint):
+    checkpoint, path = synthetic_checkpoint
+    source = ScriptedSource([batch((0, 0, 5))])
+    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(set(), answered_at_once=True))
+    saved = {"mean": 1.5, "variance": 0.25, "events": 900, "checkpoint_sha256": detector.model.checkpoint_sha256}
+    detector.state_store = SavedStates({(TOPIC, 0): saved})
+    seeded = detector.threshold.threshold((TOPIC, 0))
+
+    detector._on_assigned([(TOPIC, 0), (TOPIC, 1)])  # as the client calls it, from inside a poll
+    assert detector.state_store.reads == [], "nothing read on the client's thread"
+    assert not detector.health.ready, "not ready before the saved thresholds are in"
+    detector.step()
+    assert detector.state_store.reads == [[(TOPIC, 0), (TOPIC, 1)]] and detector.health.ready
+    assert detector.threshold.export((TOPIC, 0))["events"] == 900 + 5, "judged on top of the saved state"
+    assert detector.threshold.threshold((TOPIC, 1)) == seeded, "no saved state: the seed"
+    detector.step()
+    assert len(detector.state_store.reads) == 1, "read once per assignment"
+    assert detector.metrics.totals()["events_scored"] == 5
