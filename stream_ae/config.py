@@ -85,10 +85,6 @@ class ConsumerSettings(_Section):
     max_batch_size: int = Field(4096, gt=0, le=1_000_000, description="events per micro-batch")
     max_wait_ms: int = Field(100, ge=0, le=60_000, description="longest wait for a batch; one is "
                              "handed on as soon as the client has nothing more buffered")
-    linger_ms: int = Field(5, ge=0, le=1000, description="once a batch has records and the client's "
-                           "buffer runs dry, the longest wait for the fetch already in flight, "
-                           "once per batch: events that arrived meanwhile join this batch, not "
-                           "the next (see batching.BatchPolicy); 0 turns it off")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)

@@ -51,11 +51,7 @@ def test_offsets_to_commit_and_to_read_again_per_partition():
 
 
 class ScriptedClient:
-    """A client whose buffer holds the given chunks; a fetch with a wait sleeps while it is empty.
-
-    An empty chunk stands for a fetch that finds nothing yet (the next chunk is the answer
-    of a fetch still in flight).
-    """
+    """A client whose buffer holds the given chunks; a fetch with a wait sleeps while it is empty."""
 
     def __init__(self, chunks: list[list[int]]) -> None:
         self.chunks = chunks
@@ -81,37 +77,26 @@ def test_a_batch_takes_what_is_buffered_and_stops_when_nothing_more_is():
 
 def test_a_batch_is_cut_at_max_records():
     client = ScriptedClient([[1, 2, 3], [4, 5, 6]])
-    policy = BatchPolicy(4, 0.5, linger_s=0.01)
+    policy = BatchPolicy(4, 0.5)
     assert policy.fill(client.fetch) == [1, 2, 3, 4]
     assert policy.fill(client.fetch) == [5, 6]
-
-
-def test_the_linger_waits_once_for_the_fetch_in_flight():
-    # buffered [1, 2]; then nothing buffered while the next fetch is in flight; its answer [3, 4]
-    client = ScriptedClient([[1, 2], [], [3, 4], [], [5]])
-    assert BatchPolicy(100, 0.5, linger_s=0.005).fill(client.fetch) == [1, 2, 3, 4]
-    assert client.waits[0] > 0 and client.waits[1:] == [0.0, 0.005, 0.0], "one linger per batch"
-    assert BatchPolicy(100, 0.5, linger_s=0.005).fill(client.fetch) == [5], "the rest is the next batch's"
-    client = ScriptedClient([[1, 2], [], [3, 4]])
-    assert BatchPolicy(100, 0.5).fill(client.fetch) == [1, 2], "no linger: the batch ends when the buffer runs dry"
-
-
-def test_the_linger_never_passes_max_wait():
-    client = ScriptedClient([[1]])
-    started = time.monotonic()
-    assert BatchPolicy(100, 0.05, linger_s=5.0).fill(client.fetch) == [1]
-    assert time.monotonic() - started < 1.0 and 0 < client.waits[-1] <= 0.05
 
 
 def test_an_empty_client_gives_an_empty_batch_after_max_wait():
     client = ScriptedClient([])
     started = time.monotonic()
-    assert BatchPolicy(10, 0.2, linger_s=0.01).fill(client.fetch) == []
+    assert BatchPolicy(10, 0.2).fill(client.fetch) == []
     assert 0.15 <= time.monotonic() - started < 2.0
 
 
 def test_the_policy_comes_from_the_consumer_settings():
     from stream_ae.config import ConsumerSettings
 
-    policy = BatchPolicy.from_settings(ConsumerSettings(max_batch_size=64, max_wait_ms=250, linger_ms=7))
-    assert policy == BatchPolicy(64, 0.25, 0.007)
+    policy = BatchPolicy.from_settings(ConsumerSettings(max_batch_size=64, max_wait_ms=250))
+    assert policy == BatchPolicy(64, 0.25)
+
+
+def test_a_client_that_wakes_up_early_with_nothing_is_waited_on_until_max_wait():
+    client = ScriptedClient([[], [7]])  # the first wait ends early, empty
+    assert BatchPolicy(10, 5.0).fill(client.fetch) == [7]
+    assert client.waits[0] > 0 and client.waits[1] > 0, "the second fetch waits too"
