@@ -20,7 +20,8 @@ from the synthetic transaction set or ``--data``), and then, for each Kafka clie
    neither side. The bench's process freezes its start-up heap out of the garbage
    collector first, as the daemon does (:func:`detector.freeze_long_lived_objects`);
 3. **latency**: with the detector caught up, a paced producer in a separate process (so
-   that its work does not share the detector's GIL) appends events at 50% and then 90%
+   that its work does not share the detector's GIL; librdkafka with its default 5 ms
+   linger, see :data:`PRODUCER_LINGER_MS`) appends events at 50% and then 90%
    of the detector's sustained rate, and at a fixed 2,000 events/s (the demo's rate, far
    from saturation); end-to-end latency per event is the detector's own
    measure (record timestamp, set by the producer at send time, to the acknowledgement
@@ -76,6 +77,13 @@ CLIENTS = ("kafka-python", "confluent-kafka")
 LOAD_LEVELS = (0.5, 0.9)
 FIXED_RATE_EPS = 2000.0  # the demo's replay rate: latency where the machine is far from saturated
 WATCH_INTERVAL_S = 0.02  # how often the bench reads the detector's counters (seconds)
+# the producers' linger: librdkafka's default (and Apache Kafka's Java client's since 4.0).
+# A record's timestamp is taken when it is handed to the producer, so the linger is part of
+# the measured latency. Shorter lingers cut the stream into more, smaller record batches,
+# and the local broker's fetches slow down as a partition's batches pile up (measured: at
+# 27,000 events/s, fetches answered after the full fetch_max_wait_ms and empty half of the
+# time with a 1 ms linger, against 3 ms and a quarter with 5 ms)
+PRODUCER_LINGER_MS = 5
 
 
 @dataclass
@@ -162,8 +170,9 @@ def _payloads(dataset: LabelledDataset, rows: np.ndarray, payload: str) -> list[
             for row in rows]
 
 
-def _producer(bootstrap: str, linger_ms: int) -> tuple[Callable[[str, bytes], None], Callable[[], None]]:
-    """``(send(topic, value), flush())`` of the fastest producer installed (acks=all).
+def _producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callable[[], None]]:
+    """``(send(topic, value), flush())`` of the fastest producer installed (acks=all,
+    ``linger.ms`` = :data:`PRODUCER_LINGER_MS`).
 
     Raises:
         RuntimeError: from ``flush``, when a record was not acknowledged.
@@ -178,7 +187,7 @@ def _producer(bootstrap: str, linger_ms: int) -> tuple[Callable[[str, bytes], No
         return (lambda topic, value: sink.send(topic, None, value)), sink.flush
     # delivery reports for failures only: a Python callback per record would cost the
     # producer more CPU than sending it, CPU taken from the detector it is pacing
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": PRODUCER_LINGER_MS,
                          "queue.buffering.max.messages": 1_000_000, "log.connection.close": False,
                          "delivery.report.only.error": True})
     failures: list[Any] = []
@@ -206,7 +215,7 @@ def _producer(bootstrap: str, linger_ms: int) -> tuple[Callable[[str, bytes], No
 
 def _fill(bootstrap: str, topic: str, payloads: list[bytes], events: int, progress: bool) -> float:
     """Write ``events`` records (the payloads, cycled) into ``topic``; returns events/s."""
-    send, flush = _producer(bootstrap, linger_ms=5)
+    send, flush = _producer(bootstrap)
     started = time.perf_counter()
     for index in tqdm(range(events), desc=f"fill {topic}", unit="event", disable=not progress,
                       mininterval=0.5):
@@ -218,7 +227,7 @@ def _fill(bootstrap: str, topic: str, payloads: list[bytes], events: int, progre
 def _paced_produce(bootstrap: str, topic: str, payloads: list[bytes], rate_eps: float,
                    seconds: float, results: Any) -> None:
     """Child process: send ``payloads`` (cycled) at ``rate_eps`` for ``seconds``; put the count."""
-    send, flush = _producer(bootstrap, linger_ms=1)
+    send, flush = _producer(bootstrap)
     started = time.perf_counter()
     sent = 0
     while (elapsed := time.perf_counter() - started) < seconds:
