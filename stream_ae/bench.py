@@ -291,13 +291,13 @@ def _sustained(running: BackgroundDetector, events: int, progress: bool, what: s
             {stage: last_stages[stage] - first_stages[stage] for stage in STAGES})
 
 
-def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[str, str], Settings],
+def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[str], Settings],
                        checkpoint: Checkpoint, events: int) -> tuple[dict[str, Any], BackgroundDetector]:
     """Consume-limit and detector runs, alternating (see the module docstring), all but the
     last consume-limit run, which the caller makes once it is done with the detector.
 
     Args:
-        settings: ``(client, group) -> Settings`` for a fresh consumer group.
+        settings: ``group -> Settings`` of ``client`` for a fresh consumer group.
         events: records in the topic.
 
     Returns:
@@ -305,15 +305,15 @@ def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[s
         run), ``stage_seconds`` (summed over the detector runs), and the last detector, still
         running and caught up, for the latency phases.
     """
-    limits = [consume_limit(settings(client, "limit-0"), events, options.progress)]
+    limits = [consume_limit(settings("limit-0"), events, options.progress)]
     detector_runs: list[float] = []
     stage_seconds = dict.fromkeys(STAGES, 0.0)
     running: BackgroundDetector | None = None
     for round_number in range(1, options.rounds + 1):
         if running is not None:
             running.stop()
-            limits.append(consume_limit(settings(client, f"limit-{round_number - 1}"), events, options.progress))
-        running = BackgroundDetector(settings(client, f"detector-{round_number}"), checkpoint,
+            limits.append(consume_limit(settings(f"limit-{round_number - 1}"), events, options.progress))
+        running = BackgroundDetector(settings(f"detector-{round_number}"), checkpoint,
                                      poll_s=WATCH_INTERVAL_S).start()
         try:
             eps, spent = _sustained(running, events, options.progress, f"detector ({client}, round {round_number})")
@@ -534,9 +534,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         in_topic = options.events
         freeze_long_lived_objects()
         for client in clients:
-            figures, running = _throughput_rounds(options, client, lambda client, group: _settings(
-                options, bootstrap, topics, client, f"bench-{run_id}-{client}-{group}", checkpoint_path),
-                checkpoint, in_topic)
+            def client_settings(group: str, client: str = client) -> Settings:
+                return _settings(options, bootstrap, topics, client, f"bench-{run_id}-{client}-{group}",
+                                 checkpoint_path)
+            figures, running = _throughput_rounds(options, client, client_settings, checkpoint, in_topic)
             try:
                 sustained = float(np.median(figures["detector_runs_eps"]))
                 rates = {f"{int(level * 100)}%": level * sustained for level in LOAD_LEVELS}
@@ -548,8 +549,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 running.stop()
             in_topic += sum(level["events"] for level in latency.values())
             figures["consume_limit_runs_eps"].append(consume_limit(
-                _settings(options, bootstrap, topics, client, f"bench-{run_id}-{client}-limit-{options.rounds}", checkpoint_path),
-                in_topic, options.progress))
+                client_settings(f"limit-{options.rounds}"), in_topic, options.progress))
             results["clients"][client] = {**_round_figures(figures), "latency": latency}
         baseline = _naive_baseline(bootstrap, topics.input, topics.alerts, checkpoint, options.baseline_seconds)
         results["per_event_baseline_eps"] = baseline

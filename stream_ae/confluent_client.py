@@ -63,7 +63,7 @@ def _log_commit_failure(error: KafkaError | None, partitions: list[TopicPartitio
 
 
 class MessageRecord:
-    """A view of one consumed message with the attributes of :class:`codec.Record`.
+    """A view of one consumed message with the attributes of :class:`records.Record`.
 
     Attributes (read from the message when accessed): ``topic``, ``partition``, ``offset``,
     ``timestamp`` (ms since the epoch, -1 when the broker gave none), ``key``, ``value``,

@@ -58,16 +58,14 @@ class _InFlight:
         delivery: the acknowledgement of the batch's output.
         consumed: the batch's records (their first offsets, to read them again).
         next_offsets: per partition, the offset after the batch's last record (to commit).
-        events_in, events_scored, alerts: counts (events).
+        alerts: alerts sent (events).
         dead_letter_reasons: the reason of each dead-lettered record.
-        timestamps_ms: int64 ``(events_scored,)`` record timestamps, for the latency.
+        timestamps_ms: int64 ``(events scored,)`` record timestamps, for the latency.
     """
 
     delivery: Delivery
     consumed: ConsumedBatch
     next_offsets: dict[PartitionKey, int]
-    events_in: int
-    events_scored: int
     alerts: int
     dead_letter_reasons: list[str]
     timestamps_ms: np.ndarray
@@ -273,8 +271,8 @@ class Detector:
         next_offsets = consumed.next_offsets()
         if self.state_store is not None:
             self._send_threshold_state(next_offsets)
-        sent = _InFlight(self.sink.seal(), consumed, next_offsets, len(consumed), len(batch),
-                         len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
+        sent = _InFlight(self.sink.seal(), consumed, next_offsets, len(alerts),
+                         [item.reason for item in rejected], batch.timestamps_ms)
         stage.labels("produce").inc(time.perf_counter() - judged)
         for topic, partition in batch.partitions:
             metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
@@ -323,8 +321,8 @@ class Detector:
         stage.labels("commit").inc(time.perf_counter() - acknowledged)
 
         metrics.end_to_end_latency.observe_many(settling.delivery.acknowledged_at() - settling.timestamps_ms / 1000.0)
-        metrics.events_consumed.inc(settling.events_in)  # counted last: a reader that sees the
-        metrics.events_scored.inc(settling.events_scored)  # counts sees the batch's latencies
+        metrics.events_consumed.inc(len(settling.consumed))  # counted last: a reader that sees
+        metrics.events_scored.inc(len(settling.timestamps_ms))  # the counts sees the latencies
         metrics.alerts.inc(settling.alerts)
         for reason in settling.dead_letter_reasons:
             metrics.dead_lettered.labels(reason).inc()
