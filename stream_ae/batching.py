@@ -15,10 +15,14 @@ T = TypeVar("T")
 class BatchPolicy:
     """When a micro-batch is complete.
 
-    A batch waits up to ``max_wait_s`` for its first records; once some are in hand it
-    takes what the client has already buffered and stops when that is nothing, or at
-    ``max_records``, or ``max_wait_s`` after the call. Under load the buffer keeps the
-    batches full; on a quiet stream an event waits for no other.
+    A batch is what the client has buffered when asked, up to ``max_records``: the call
+    waits up to ``max_wait_s`` for the first records and then returns with all the client
+    holds, so under load the buffer keeps the batches full and on a quiet stream an event
+    waits for no other. The client is not asked again once it has handed over fewer
+    records than asked for (its buffer is drained): with kafka-python such a call costs
+    about 2.5 ms of wall time (a round trip to its I/O thread) and, from a quiet buffer,
+    returned nothing two times in three (measured at 27,000 events/s on this project's
+    2-core machine), while a record that arrives meanwhile is taken by the next batch.
 
     Attributes:
         max_records: batch size bound (records).
@@ -37,23 +41,15 @@ class BatchPolicy:
         """Fetch one micro-batch.
 
         Args:
-            fetch: returns at most ``still_wanted`` items, waiting at most ``seconds``
-                (0 means: what the client already holds).
+            fetch: ``(wanted, seconds)`` -> at most ``wanted`` items, all the client holds up to that
+                bound, waiting at most ``seconds`` for the first.
 
         Returns:
-            At most ``max_records`` items, in arrival order; empty when nothing arrived in time.
+            At most ``max_records`` items, in arrival order; empty when nothing arrived
+            within ``max_wait_s``.
         """
         deadline = time.monotonic() + self.max_wait_s
-        batch: list[T] = []
-        while len(batch) < self.max_records:
-            first = not batch
-            arrived = fetch(self.max_records - len(batch),
-                            max(0.0, deadline - time.monotonic()) if first else 0.0)
-            if not arrived:
-                if first and time.monotonic() < deadline:
-                    continue  # the client woke up early with nothing: wait on
+        while True:  # the client may wake up early with nothing: wait on until the deadline
+            batch = fetch(self.max_records, max(0.0, deadline - time.monotonic()))
+            if batch or time.monotonic() >= deadline:
                 return batch
-            batch.extend(arrived)
-            if time.monotonic() >= deadline:
-                return batch
-        return batch

@@ -83,8 +83,8 @@ class ConsumerSettings(_Section):
 
     group_id: str = "stream-ae"
     max_batch_size: int = Field(4096, gt=0, le=1_000_000, description="events per micro-batch")
-    max_wait_ms: int = Field(100, ge=0, le=60_000, description="longest wait for a batch; one is "
-                             "handed on as soon as the client has nothing more buffered")
+    max_wait_ms: int = Field(100, ge=0, le=60_000, description="longest wait for a batch's first "
+                             "records; a batch is all the client holds once some have come")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)

@@ -51,7 +51,8 @@ def test_offsets_to_commit_and_to_read_again_per_partition():
 
 
 class ScriptedClient:
-    """A client whose buffer holds the given chunks; a fetch with a wait sleeps while it is empty."""
+    """A client that hands over one chunk a call (what it holds at that time); a fetch with
+    a wait sleeps when it has none left."""
 
     def __init__(self, chunks: list[list[int]]) -> None:
         self.chunks = chunks
@@ -69,14 +70,19 @@ class ScriptedClient:
         return taken
 
 
-def test_a_batch_takes_what_is_buffered_and_stops_when_nothing_more_is():
+def test_a_batch_is_what_the_client_hands_over_in_one_call():
+    # each chunk is what the client holds at the time of a call; a client that handed over
+    # fewer records than asked for is drained, and is not asked again for the same batch
     client = ScriptedClient([[1, 2], [3], [4, 5, 6]])
-    assert BatchPolicy(100, 0.5).fill(client.fetch) == [1, 2, 3, 4, 5, 6]
-    assert client.waits[0] > 0 and client.waits[1:] == [0.0, 0.0, 0.0]
+    policy = BatchPolicy(100, 0.5)
+    assert policy.fill(client.fetch) == [1, 2]
+    assert len(client.waits) == 1 and client.waits[0] > 0
+    assert policy.fill(client.fetch) == [3]
+    assert policy.fill(client.fetch) == [4, 5, 6]
 
 
 def test_a_batch_is_cut_at_max_records():
-    client = ScriptedClient([[1, 2, 3], [4, 5, 6]])
+    client = ScriptedClient([[1, 2, 3, 4, 5, 6]])
     policy = BatchPolicy(4, 0.5)
     assert policy.fill(client.fetch) == [1, 2, 3, 4]
     assert policy.fill(client.fetch) == [5, 6]
