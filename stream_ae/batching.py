@@ -41,8 +41,8 @@ class BatchPolicy:
         """Fetch one micro-batch.
 
         Args:
-            fetch: ``(wanted, seconds)`` -> at most ``wanted`` items, all the client holds up to that
-                bound, waiting at most ``seconds`` for the first.
+            fetch: ``(wanted, seconds)`` -> at most ``wanted`` items (all the client holds,
+                up to that bound), waiting at most ``seconds`` for the first.
 
         Returns:
             At most ``max_records`` items, in arrival order; empty when nothing arrived
