@@ -72,4 +72,4 @@ def make_sink(settings: Settings) -> Sink:
         return ConfluentSink(settings.kafka)
     from stream_ae.sink import KafkaSink
 
-    return KafkaSink(settings.kafka)
+    return KafkaSink(settings.kafka, topics=settings.topics.outputs())

@@ -77,6 +77,10 @@ class TopicSettings(_Section):
     scores: str | None = None
     state: str | None = "stream-ae-threshold-state"
 
+    def outputs(self) -> list[str]:
+        """The topics the daemon writes to: alerts, dead letters, and scores and state when set."""
+        return [topic for topic in (self.alerts, self.dead_letter, self.scores, self.state) if topic]
+
 
 class ConsumerSettings(_Section):
     """Consumer-group membership and micro-batching."""

@@ -60,7 +60,7 @@ def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, top
     """
     if payload_format not in ("json", "binary"):
         raise ValueError(f"payload format must be json or binary, not {payload_format!r}")
-    sink = KafkaSink(kafka)
+    sink = KafkaSink(kafka, topics=[topic])
     window = dataset.kind == "window"
     labels = dataset.labels if dataset.labels is not None else np.zeros(len(dataset.values), np.int8)
     started = time.perf_counter()
