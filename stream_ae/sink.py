@@ -136,8 +136,9 @@ def track_topics(producer: KafkaProducer, topics: Sequence[str]) -> None:
     from its metadata at the next update for a newly tracked topic; a partition of that
     topic with a record batch once queued then kept the producer's I/O thread asking for
     metadata in a busy loop that never brought it back, until the topic was written again
-    (a whole core, about 30,000 metadata update requests in one demo run). This registers the topics the
-    way the producer's own send path does (its sender's thread-safe ``add_topic``).
+    (a whole core: about 30,000 metadata update requests in one demo run). This registers
+    the topics the way the producer's own send path does (its sender's thread-safe
+    ``add_topic``), so list every topic the sink writes to.
     """
     sender = getattr(producer, "_sender", None)
     if not hasattr(sender, "add_topic"):  # another kafka-python layout: nothing to mend
@@ -160,7 +161,7 @@ class KafkaSink(BatchingSink):
         kafka: connection and security settings.
         flush_timeout_s: longest wait for the acknowledgements of one batch (seconds).
         topics: the topics this sink writes to, tracked in the producer's metadata from the
-            start (see :func:`track_topics`); others may be written to as well.
+            start (see :func:`track_topics`).
     """
 
     def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 30.0,
