@@ -108,7 +108,7 @@ def run_demo(data: Path | None = None, label_column: str | None = None,
         ensure_topics(settings.kafka, {"events": INPUT_PARTITIONS, "alerts": 1,
                                        "events-dead-letter": 1, "scores": INPUT_PARTITIONS})
         with BackgroundDetector(settings, checkpoint) as running:
-            sink = KafkaSink(settings.kafka, topics=settings.topics.input)
+            sink = KafkaSink(settings.kafka, topics=["events"])
             for value in MALFORMED_RECORDS:
                 sink.send("events", b"malformed", value)
             sink.flush()
