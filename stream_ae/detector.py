@@ -56,7 +56,10 @@ class _InFlight:
 
     Attributes:
         delivery: the acknowledgement of the batch's output.
-        consumed: the batch's records (their first offsets, to read them again).
+        records: records consumed (events).
+        first_offsets: per partition, the offset of the batch's first record (to read the
+            batch again); the records themselves are not kept, so that the garbage
+            collector does not walk them again while the next batch is polled.
         next_offsets: per partition, the offset after the batch's last record (to commit).
         alerts: alerts sent (events).
         dead_letter_reasons: the reason of each dead-lettered record.
@@ -64,7 +67,8 @@ class _InFlight:
     """
 
     delivery: Delivery
-    consumed: ConsumedBatch
+    records: int
+    first_offsets: dict[PartitionKey, int]
     next_offsets: dict[PartitionKey, int]
     alerts: int
     dead_letter_reasons: list[str]
@@ -271,7 +275,7 @@ class Detector:
         next_offsets = consumed.next_offsets()
         if self.state_store is not None:
             self._send_threshold_state(next_offsets)
-        sent = _InFlight(self.sink.seal(), consumed, next_offsets, len(alerts),
+        sent = _InFlight(self.sink.seal(), len(consumed), consumed.first_offsets(), next_offsets, len(alerts),
                          [item.reason for item in rejected], batch.timestamps_ms)
         stage.labels("produce").inc(time.perf_counter() - judged)
         for topic, partition in batch.partitions:
@@ -302,11 +306,11 @@ class Detector:
         except DeliveryError as exc:
             metrics.delivery_failures.inc()
             log.error("batch output not acknowledged, reading the batch again: %s", exc)
-            involved = [settling.consumed, *([newer.consumed] if newer else []),
-                        *([unhandled] if unhandled is not None else [])]
+            involved = [settling.first_offsets, *([newer.first_offsets] if newer else []),
+                        *([unhandled.first_offsets()] if unhandled is not None else [])]
             first: dict[PartitionKey, int] = {}
-            for consumed in involved:
-                for key, offset in consumed.first_offsets().items():
+            for first_offsets in involved:
+                for key, offset in first_offsets.items():
                     first[key] = min(offset, first.get(key, offset))
             self._in_flight = None
             self.source.rewind(first)
@@ -321,7 +325,7 @@ class Detector:
         stage.labels("commit").inc(time.perf_counter() - acknowledged)
 
         metrics.end_to_end_latency.observe_many(settling.delivery.acknowledged_at() - settling.timestamps_ms / 1000.0)
-        metrics.events_consumed.inc(len(settling.consumed))  # counted last: a reader that sees
+        metrics.events_consumed.inc(settling.records)  # counted last: a reader that sees
         metrics.events_scored.inc(len(settling.timestamps_ms))  # the counts sees the latencies
         metrics.alerts.inc(settling.alerts)
         for reason in settling.dead_letter_reasons:

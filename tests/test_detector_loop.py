@@ -7,6 +7,9 @@ batch, and the source must be rewound to the earliest record of every batch invo
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -152,6 +155,25 @@ def test_a_batch_stays_in_flight_through_the_next_poll_and_its_latency_ends_at_i
     latencies = detector.metrics.end_to_end_latency.recent()
     assert sorted(np.round(latencies, 6).tolist()) == [0.15] * 2 + [0.25] * 3, \
         "record timestamp to the acknowledgement's arrival, not to when the loop settled"
+
+
+def test_a_batch_in_flight_does_not_keep_its_records_alive(synthetic_checkpoint):
+    """The records can go as soon as the output is sent: kept through the next poll, the
+    garbage collector would walk them again while that poll allocates (measured with
+    kafka-python: 0.20 s of collections per 200,000 events before, 0.11 to 0.15 s after)."""
+    checkpoint, path = synthetic_checkpoint
+    consumed = batch((0, 0, 3), (1, 0, 2))
+    first_record = weakref.ref(consumed.record(0))
+    source = ScriptedSource([consumed])
+    del consumed
+    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(set(), answered_at_once=False))
+    detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
+    assert detector.step() == 5
+    gc.collect()
+    assert source.commits == [], "the batch is still in flight"
+    assert first_record() is None, "its records are no longer referenced"
+    assert detector.step() == 0
+    assert source.commits == [({(TOPIC, 0): 3, (TOPIC, 1): 2}, True)]
 
 
 def test_only_partitions_still_assigned_are_committed(synthetic_checkpoint):
