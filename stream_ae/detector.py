@@ -275,8 +275,8 @@ class Detector:
         next_offsets = consumed.next_offsets()
         if self.state_store is not None:
             self._send_threshold_state(next_offsets)
-        sent = _InFlight(self.sink.seal(), len(consumed), consumed.first_offsets(), next_offsets, len(alerts),
-                         [item.reason for item in rejected], batch.timestamps_ms)
+        sent = _InFlight(self.sink.seal(), len(consumed), consumed.first_offsets(), next_offsets,
+                         len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
         stage.labels("produce").inc(time.perf_counter() - judged)
         for topic, partition in batch.partitions:
             metrics.threshold.labels(topic, str(partition)).set(self.threshold.threshold((topic, partition)))
