@@ -165,9 +165,9 @@ def _http_ok(url: str) -> bool:
 
 def make_run(data: Path, epochs: int, workdir: Path) -> tuple[str, float, float, list, subprocess.Popen, callable]:
     """Broker, trained checkpoint, detector, Prometheus and a stepped replay; returns what to plot."""
-    from stream_ae.broker import LocalBroker, free_port
-    from stream_ae.config import load_settings
-    from stream_ae.topics import ensure_topics
+    from stream_ae.kafka.local_broker import LocalBroker, free_port
+    from stream_ae.service.config import load_settings
+    from stream_ae.kafka.topics import ensure_topics
 
     prometheus_bin = shutil.which("prometheus")
     if prometheus_bin is None:
@@ -192,8 +192,8 @@ def make_run(data: Path, epochs: int, workdir: Path) -> tuple[str, float, float,
     config = REPO / "deploy" / "config.yaml"
     os.environ.update({k: v for k, v in env.items() if k.startswith("STREAM_AE_")})
     settings = load_settings(config)
-    ensure_topics(settings.kafka, {settings.topics.input[0]: 6, settings.topics.alerts: 3,
-                                   settings.topics.dead_letter: 1})
+    ensure_topics(settings.kafka.connection(), {settings.topics.input[0]: 6, settings.topics.alerts: 3,
+                                                settings.topics.dead_letter: 1})
     processes: list[subprocess.Popen] = []
 
     def cleanup() -> None:
@@ -228,9 +228,9 @@ def make_run(data: Path, epochs: int, workdir: Path) -> tuple[str, float, float,
     time.sleep(5)
     start = time.time()
     time.sleep(5)
-    from stream_ae.checkpoint import load_checkpoint
-    from stream_ae.datasets import load_dataset
-    from stream_ae.replay import replay
+    from stream_ae.model.checkpoint import load_checkpoint
+    from stream_ae.model.datasets import load_dataset
+    from stream_ae.tools.replay import replay
 
     dataset = load_dataset(data)
     held_out = np.asarray(load_checkpoint(checkpoint).training["split"]["test"])
@@ -241,7 +241,8 @@ def make_run(data: Path, epochs: int, workdir: Path) -> tuple[str, float, float,
         rows = np.concatenate([rng.permutation(held_out) for _ in range(count // len(held_out) + 1)])[:count]
         print(f"replaying {count:,} held-out events at {rate:,} events/s ...", flush=True)
         began = time.time()
-        report = replay(dataset, rows, settings.kafka, settings.topics.input[0], rate, progress=False)
+        report = replay(dataset, rows, settings.kafka.connection(), settings.topics.input[0], rate,
+                        progress=False)
         print(f"  sent at {report.events_per_second:,.0f} events/s", flush=True)
         steps.append((began, time.time(), f"{rate:,}/s offered"))
     time.sleep(10)

@@ -2,7 +2,7 @@
 
 Trains every model of the family on the card-transaction subset and on ECG5000 (``conv``
 on ECG5000 only, since it takes windows), with default hyper-parameters, and scores the
-rows the training held out (:func:`stream_ae.evaluate.detection_metrics`); fits a
+rows the training held out (:func:`stream_ae.tools.evaluate.detection_metrics`); fits a
 scikit-learn IsolationForest on the same normal training rows; does the same for the
 default model and IsolationForest on the eight ADBench files; and rewrites the part of
 README.md between ``<!-- results:start -->`` and ``<!-- results:end -->`` (appending a
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
 
-from stream_ae.datasets import LabelledDataset, load_dataset, split_normal_rows
-from stream_ae.evaluate import HEADLINE_K, detection_metrics, score_events
-from stream_ae.models import DEFAULT_MODEL, MODEL_BUILDERS
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.model.datasets import LabelledDataset, load_dataset, split_normal_rows
+from stream_ae.tools.evaluate import HEADLINE_K, detection_metrics, score_events
+from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from stream_ae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stream_ae.config import ConfigError, load_settings
-from stream_ae.datasets import DatasetError, load_dataset
-from stream_ae.models import DEFAULT_MODEL, MODEL_BUILDERS
-from stream_ae.training import TrainingOptions
+from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
+from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stream_ae.model.datasets import load_dataset
+from stream_ae.model.training import TrainingOptions
+from stream_ae.service.config import load_settings
 
 log = logging.getLogger("stream_ae")
 
@@ -51,7 +51,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``stream-ae train``: fit on a dataset's normal rows and write the checkpoint."""
-    from stream_ae.training import train_autoencoder
+    from stream_ae.model.training import train_autoencoder
 
     dataset = load_dataset(args.data, args.label_column)
     checkpoint = train_autoencoder(dataset, _training_options(args))
@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``stream-ae evaluate``: metrics, report and plots of a checkpoint on a labelled dataset."""
-    from stream_ae.evaluate import evaluate, headline
+    from stream_ae.tools.evaluate import evaluate, headline
 
     report_dir = args.report or args.model.with_name(f"{args.model.stem}-evaluation")
     report = evaluate(args.model, args.data, report_dir, args.label_column, args.device)
@@ -80,10 +80,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``stream-ae run``: the daemon, until SIGTERM/SIGINT; SIGHUP reloads the checkpoint."""
-    from stream_ae.detector import Detector
+    from stream_ae.service.daemon import Daemon
 
     settings = load_settings(args.config, **_overrides(args))
-    detector = Detector(settings)
+    detector = Daemon(settings)
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``stream-ae replay``: produce a dataset's rows into a topic as events."""
-    from stream_ae.replay import replay
-    from stream_ae.topics import ensure_topics
+    from stream_ae.tools.replay import replay
+    from stream_ae.kafka.topics import ensure_topics
 
     settings = load_settings(args.config, **_overrides(args))
     dataset = load_dataset(args.data, args.label_column)
@@ -118,8 +118,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rows = np.random.default_rng(args.seed).permutation(rows)
     if args.limit:
         rows = rows[:args.limit]
-    ensure_topics(settings.kafka, {args.topic: args.partitions})
-    report = replay(dataset, rows, settings.kafka, args.topic, args.rate, payload_format=args.format)
+    connection = settings.kafka.connection()
+    ensure_topics(connection, {args.topic: args.partitions})
+    report = replay(dataset, rows, connection, args.topic, args.rate, payload_format=args.format)
     print(f"replayed {report.events:,} events into {args.topic} in {report.seconds:.1f} s "
           f"({report.events_per_second:,.0f} events/s)")
     return 0
@@ -127,7 +128,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``stream-ae demo``: the whole product end to end on this machine."""
-    from stream_ae.demo import print_summary, run_demo
+    from stream_ae.tools.demo import print_summary, run_demo
 
     summary = run_demo(args.data, args.label_column, _training_options(args, progress=not args.json),
                        args.rate or None, progress=not args.json)
@@ -139,7 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``stream-ae bench``: throughput and latency figures against the local broker."""
-    from stream_ae.bench import BenchOptions, markdown, run_bench, table, to_json
+    from stream_ae.tools.bench import BenchOptions, markdown, run_bench, table, to_json
 
     given = {"events": args.events, "rounds": args.rounds, "latency_seconds": args.latency_seconds, "payload": args.format,
              "max_batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return args.handler(args)
-    except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:
+    except ValueError as exc:  # ConfigError, DatasetError, CheckpointError among them
         print(f"stream-ae {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

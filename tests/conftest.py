@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from stream_ae.checkpoint import Checkpoint, save_checkpoint
-from stream_ae.config import Settings, load_settings
-from stream_ae.datasets import synthetic_transactions
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.model.checkpoint import Checkpoint, save_checkpoint
+from stream_ae.service.config import Settings, load_settings
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("STREAM_AE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -28,7 +28,7 @@ def dataset_path(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def broker():
     """A real Kafka-protocol broker (Tansu) on a free port of 127.0.0.1 for the whole session."""
-    from stream_ae.broker import LocalBroker
+    from stream_ae.kafka.local_broker import LocalBroker
 
     with LocalBroker() as running:
         yield running
@@ -85,7 +85,7 @@ def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[i
     """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka.client_options(), group_id=settings.consumer.group_id,
+    consumer = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=settings.consumer.group_id,
                              enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}

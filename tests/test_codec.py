@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import orjson
 import pytest
 
-from stream_ae.codec import REASONS, EventDecoder, encode_event
-from stream_ae.records import ConsumedBatch
-
-
-@dataclass
-class FakeRecord:
-    """A consumed record as the codec sees it (plain data, no broker involved)."""
-
-    value: bytes | None
-    topic: str = "events"
-    partition: int = 0
-    offset: int = 0
-    timestamp: int = 1_700_000_000_000
-    key: bytes | None = None
-    headers: list = field(default_factory=list)
+from stream_ae.pipeline.codec import REASONS, EventDecoder, encode_event
+from stream_ae.kafka.records import ConsumedBatch
+from tests.helpers import FakeRecord
 
 
 FEATURES = ["a", "b", "c"]

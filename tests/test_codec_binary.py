@@ -9,10 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_ae.records import ConsumedBatch
-from stream_ae.codec import (BINARY_HEADER, BINARY_MAGIC, BINARY_VERSION, REASONS, EventDecoder,
+from stream_ae.kafka.records import ConsumedBatch
+from stream_ae.pipeline.codec import (BINARY_HEADER, BINARY_MAGIC, BINARY_VERSION, REASONS, EventDecoder,
                              encode_binary, encode_event)
-from tests.test_codec import FEATURES, FakeRecord, decode
+from tests.helpers import FakeRecord
+from tests.test_codec import FEATURES, decode
 
 
 def binary(values, version=BINARY_VERSION, flags=0, count=None) -> bytes:

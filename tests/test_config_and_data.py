@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stream_ae.checkpoint import CheckpointError, load_checkpoint
-from stream_ae.config import ConfigError, load_settings
-from stream_ae.datasets import CARD_FEATURES, DatasetError, load_dataset, split_normal_rows
-from stream_ae.models import build_model, deep_hidden_sizes
-from stream_ae.scorer import Scorer
+from stream_ae.model.checkpoint import CheckpointError, load_checkpoint
+from stream_ae.service.config import ConfigError, load_settings
+from stream_ae.model.datasets import CARD_FEATURES, DatasetError, load_dataset, split_normal_rows
+from stream_ae.model.autoencoders import build_model, deep_hidden_sizes
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
 from tests.conftest import dataset_path
 
 
@@ -52,7 +52,10 @@ def test_secrets_stay_out_of_the_settings_repr():
     settings = load_settings(kafka={"sasl_mechanism": "PLAIN", "sasl_username": "u",
                                     "sasl_password": "hunter2", "security_protocol": "SASL_SSL"})
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
-    assert settings.kafka.client_options()["sasl_plain_password"] == "hunter2"
+    connection = settings.kafka.connection()
+    assert "hunter2" not in repr(connection)
+    assert connection.kafka_python()["sasl_plain_password"] == "hunter2"
+    assert connection.librdkafka()["sasl.password"] == "hunter2"
 
 
 def test_split_trains_on_normal_rows_only_and_covers_every_row():
@@ -111,8 +114,8 @@ def test_checkpoint_round_trip_scores_identically(synthetic_checkpoint, tmp_path
     assert loaded.sha256 and loaded.feature_names == checkpoint.feature_names
     assert loaded.training["split"]["test"].tolist() == checkpoint.training["split"]["test"].tolist()
     rows = np.random.default_rng(0).normal(size=(50, 29)).astype(np.float32)
-    np.testing.assert_allclose(Scorer(checkpoint, "cpu").score(rows).errors,
-                               Scorer(loaded, "cpu").score(rows).errors, rtol=1e-6)
+    np.testing.assert_allclose(AutoencoderScorer(checkpoint, "cpu").score(rows).errors,
+                               AutoencoderScorer(loaded, "cpu").score(rows).errors, rtol=1e-6)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "junk.pt")
@@ -121,11 +124,11 @@ def test_checkpoint_round_trip_scores_identically(synthetic_checkpoint, tmp_path
 def test_training_separates_synthetic_anomalies(synthetic_checkpoint):
     from sklearn.metrics import roc_auc_score
 
-    from stream_ae.datasets import synthetic_transactions
+    from stream_ae.model.datasets import synthetic_transactions
 
     checkpoint, _ = synthetic_checkpoint
     dataset = synthetic_transactions(rows=6000)
     test = checkpoint.training["split"]["test"]
-    errors = Scorer(checkpoint, "cpu").score(dataset.values[test]).errors
+    errors = AutoencoderScorer(checkpoint, "cpu").score(dataset.values[test]).errors
     assert roc_auc_score(dataset.labels[test], errors) > 0.8
     assert checkpoint.error_std > 0 and checkpoint.training["epochs_run"] >= 1

@@ -13,13 +13,13 @@ import weakref
 import numpy as np
 import pytest
 
-from stream_ae.codec import encode_binary
-from stream_ae.config import load_settings
-from stream_ae.datasets import synthetic_transactions
-from stream_ae.detector import Detector
-from stream_ae.records import ConsumedBatch
-from stream_ae.sink import DeliveryError
-from tests.test_codec import FakeRecord
+from stream_ae.pipeline.codec import encode_binary
+from stream_ae.service.config import load_settings
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.pipeline.loop import Detector
+from stream_ae.service.daemon import Daemon
+from stream_ae.kafka.records import ConsumedBatch
+from tests.helpers import FakeRecord, ScriptedSink, ScriptedSource
 
 TOPIC = "events"
 VALUES = synthetic_transactions(rows=6000).values
@@ -33,92 +33,42 @@ def batch(*spans: tuple[int, int, int], timestamp_ms: int = 0) -> ConsumedBatch:
     return ConsumedBatch.from_records(records)
 
 
-class ScriptedSource:
-    """Hands out the given batches in turn (then empty ones); records commits and rewinds."""
+class SavedStates:
+    """A threshold-state store holding one saved state per partition; counts its reads."""
 
-    def __init__(self, batches: list[ConsumedBatch]) -> None:
-        self.batches = batches
-        self.commits: list[tuple[dict, bool]] = []
-        self.rewinds: list[dict] = []
+    def __init__(self, states: dict) -> None:
+        self.states = states
+        self.reads: list[list] = []
 
-    def poll_batch(self) -> ConsumedBatch:
-        return self.batches.pop(0) if self.batches else ConsumedBatch.from_records([])
+    def load(self, keys: list) -> dict:
+        self.reads.append(list(keys))
+        return {key: self.states[key] for key in keys if key in self.states}
 
-    def commit(self, next_offsets: dict, asynchronous: bool = False) -> bool:
-        self.commits.append((dict(next_offsets), asynchronous))
-        return True
-
-    def rewind(self, first_offsets: dict) -> None:
-        self.rewinds.append(dict(first_offsets))
-
-    def lag(self) -> dict:
-        return {}
-
-    def connected(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
+    def record(self, key, state) -> tuple[bytes, bytes]:
+        return repr(key).encode(), repr(state).encode()
 
 
-class ScriptedSink:
-    """Seals numbered batches; the deliveries numbered in ``refused`` fail when waited on;
-    every delivery says it was acknowledged at ``acknowledged_at_s``."""
-
-    def __init__(self, refused: set[int], answered_at_once: bool, acknowledged_at_s: float = 0.0) -> None:
-        self.refused = refused
-        self.answered_at_once = answered_at_once
-        self.acknowledged_at_s = acknowledged_at_s
-        self.open: list[tuple] = []
-        self.sealed: list[list[tuple]] = []
-        self.acknowledged: list[tuple] = []
-
-    def send(self, topic, key, value, headers=None) -> None:
-        self.open.append((topic, key))
-
-    def seal(self):
-        records, self.open = self.open, []
-        number = len(self.sealed)
-        self.sealed.append(records)
-        sink = self
-
-        class Delivery:
-            def done(self) -> bool:
-                return sink.answered_at_once
-
-            def wait(self) -> int:
-                if number in sink.refused:
-                    raise DeliveryError(f"batch {number} refused")
-                sink.acknowledged.extend(records)
-                return len(records)
-
-            def acknowledged_at(self) -> float:
-                return sink.acknowledged_at_s
-        return Delivery()
-
-    def flush(self) -> int:
-        return self.seal().wait()
-
-    def close(self) -> None:
-        pass
-
-
-def loop_settings(path, **consumer):
-    return load_settings(topics={"input": [TOPIC], "scores": "scores"}, model={"checkpoint": str(path)},
-                         consumer={"max_batch_size": 10, **consumer}, metrics={"enabled": False})
+def open_loop(synthetic_checkpoint, source: ScriptedSource, sink: ScriptedSink, owned=(),
+              saved: SavedStates | None = None) -> Detector:
+    """The daemon's loop on scripted ends, owning the ``(topic, partition)`` pairs ``owned``."""
+    checkpoint, path = synthetic_checkpoint
+    settings = load_settings(topics={"input": [TOPIC], "scores": "scores", "state": "state" if saved else None},
+                             model={"checkpoint": str(path)}, consumer={"max_batch_size": 10},
+                             metrics={"enabled": False})
+    detector = Daemon(settings, checkpoint, source, sink, saved).open()
+    detector.ownership.assigned.update(owned)
+    return detector
 
 
 @pytest.mark.parametrize("answered_at_once", [True, False],
                          ids=["refusal seen right after the next poll", "refusal seen after the next batch"])
 def test_a_refused_batch_is_never_committed_past_and_everything_after_it_is_read_again(
         synthetic_checkpoint, monkeypatch, answered_at_once):
-    checkpoint, path = synthetic_checkpoint
-    monkeypatch.setattr("stream_ae.detector.time.sleep", lambda seconds: None)  # the retry back-off
+    monkeypatch.setattr("stream_ae.pipeline.loop.time.sleep", lambda seconds: None)  # the retry back-off
     first, second = batch((0, 0, 10)), batch((0, 10, 5), (1, 0, 5))  # full batches: the detector is behind
     source = ScriptedSource([first, second, batch((0, 0, 10)), batch((0, 10, 5), (1, 0, 5))])
     sink = ScriptedSink(refused={0}, answered_at_once=answered_at_once)
-    detector = Detector(loop_settings(path), checkpoint, source, sink)
-    detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
+    detector = open_loop(synthetic_checkpoint, source, sink, owned={(TOPIC, 0), (TOPIC, 1)})
 
     assert detector.step() == 10 and source.commits == []  # the first batch is in flight
     polled = detector.step()  # the second batch is polled; the first one's output is refused
@@ -141,11 +91,9 @@ def test_a_refused_batch_is_never_committed_past_and_everything_after_it_is_read
 
 def test_a_batch_stays_in_flight_through_the_next_poll_and_its_latency_ends_at_its_acknowledgement(
         synthetic_checkpoint):
-    checkpoint, path = synthetic_checkpoint
     source = ScriptedSource([batch((0, 0, 3), timestamp_ms=1_000_000), batch((0, 3, 2), timestamp_ms=1_000_100)])
     sink = ScriptedSink(set(), answered_at_once=False, acknowledged_at_s=1_000.25)
-    detector = Detector(loop_settings(path), checkpoint, source, sink)
-    detector.assigned = {(TOPIC, 0)}
+    detector = open_loop(synthetic_checkpoint, source, sink, owned={(TOPIC, 0)})
     detector.step()
     assert source.commits == [], "in flight while the next batch is polled"
     detector.step()  # the next batch is handled first (its acknowledgement was not in), then the first settled
@@ -161,13 +109,12 @@ def test_a_batch_in_flight_does_not_keep_its_records_alive(synthetic_checkpoint)
     """The records can go as soon as the output is sent: kept through the next poll, the
     garbage collector would walk them again while that poll allocates (measured with
     kafka-python: 0.20 s of collections per 200,000 events before, 0.11 to 0.15 s after)."""
-    checkpoint, path = synthetic_checkpoint
     consumed = batch((0, 0, 3), (1, 0, 2))
     first_record = weakref.ref(consumed.record(0))
     source = ScriptedSource([consumed])
     del consumed
-    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(set(), answered_at_once=False))
-    detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
+    detector = open_loop(synthetic_checkpoint, source,
+                         ScriptedSink(set(), answered_at_once=False), owned={(TOPIC, 0), (TOPIC, 1)})
     assert detector.step() == 5
     gc.collect()
     assert source.commits == [], "the batch is still in flight"
@@ -177,46 +124,29 @@ def test_a_batch_in_flight_does_not_keep_its_records_alive(synthetic_checkpoint)
 
 
 def test_only_partitions_still_assigned_are_committed(synthetic_checkpoint):
-    checkpoint, path = synthetic_checkpoint
     source = ScriptedSource([batch((0, 0, 4), (1, 0, 6))])
-    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(refused=set(), answered_at_once=True))
-    detector.assigned = {(TOPIC, 0), (TOPIC, 1)}
+    detector = open_loop(synthetic_checkpoint, source,
+                         ScriptedSink(refused=set(), answered_at_once=True), owned={(TOPIC, 0), (TOPIC, 1)})
     detector.step()
-    detector._on_revoked([(TOPIC, 1)])  # a rebalance while the batch is in flight
+    detector.ownership.revoked_now([(TOPIC, 1)])  # a rebalance while the batch is in flight
     detector.step()
     assert source.commits == [({(TOPIC, 0): 4}, True)], "the new owner of partition 1 reads it again"
 
 
-class SavedStates:
-    """A threshold-state store holding one saved state per partition; counts its reads."""
-
-    def __init__(self, states: dict) -> None:
-        self.states = states
-        self.reads: list[list] = []
-
-    def load(self, keys: list) -> dict:
-        self.reads.append(list(keys))
-        return {key: self.states[key] for key in keys if key in self.states}
-
-    def record(self, key, state) -> tuple[bytes, bytes]:
-        return repr(key).encode(), repr(state).encode()
-
-
 def test_saved_thresholds_are_read_by_the_loop_before_it_judges_the_assigned_partitions(synthetic_checkpoint):
-    checkpoint, path = synthetic_checkpoint
     source = ScriptedSource([batch((0, 0, 5))])
-    detector = Detector(loop_settings(path), checkpoint, source, ScriptedSink(set(), answered_at_once=True))
-    saved = {"mean": 1.5, "variance": 0.25, "events": 900, "checkpoint_sha256": detector.model.checkpoint_sha256}
-    detector.state_store = SavedStates({(TOPIC, 0): saved})
-    seeded = detector.threshold.threshold((TOPIC, 0))
+    saved = {"mean": 1.5, "variance": 0.25, "events": 900, "checkpoint_sha256": synthetic_checkpoint[0].sha256}
+    store = SavedStates({(TOPIC, 0): saved})
+    detector = open_loop(synthetic_checkpoint, source, ScriptedSink(set(), answered_at_once=True), saved=store)
+    seeded = detector.served.threshold.threshold((TOPIC, 0))
 
-    detector._on_assigned([(TOPIC, 0), (TOPIC, 1)])  # as the client calls it, from inside a poll
-    assert detector.state_store.reads == [], "nothing read on the client's thread"
-    assert not detector.health.ready, "not ready before the saved thresholds are in"
+    detector.ownership.assigned_now([(TOPIC, 0), (TOPIC, 1)])  # as the client calls it, from inside a poll
+    assert store.reads == [], "nothing read on the client's thread"
+    assert not detector.ownership.health.ready, "not ready before the saved thresholds are in"
     detector.step()
-    assert detector.state_store.reads == [[(TOPIC, 0), (TOPIC, 1)]] and detector.health.ready
-    assert detector.threshold.export((TOPIC, 0))["events"] == 900 + 5, "judged on top of the saved state"
-    assert detector.threshold.threshold((TOPIC, 1)) == seeded, "no saved state: the seed"
+    assert store.reads == [[(TOPIC, 0), (TOPIC, 1)]] and detector.ownership.health.ready
+    assert detector.served.threshold.export((TOPIC, 0))["events"] == 900 + 5, "judged on top of the saved state"
+    assert detector.served.threshold.threshold((TOPIC, 1)) == seeded, "no saved state: the seed"
     detector.step()
-    assert len(detector.state_store.reads) == 1, "read once per assignment"
+    assert len(store.reads) == 1, "read once per assignment"
     assert detector.metrics.totals()["events_scored"] == 5

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stream_ae.checkpoint import load_checkpoint, save_checkpoint
+from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
 from stream_ae.cli import main
-from stream_ae.datasets import LabelledDataset, synthetic_transactions
-from stream_ae.models import MODEL_BUILDERS, build_model, deep_hidden_sizes, simple_code_width
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.model.datasets import LabelledDataset, synthetic_transactions
+from stream_ae.model.autoencoders import MODEL_BUILDERS, build_model, deep_hidden_sizes, simple_code_width
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 
 DENSE_MODELS = sorted(name for name, model in MODEL_BUILDERS.items() if "transaction" in model.event_kinds)
 ALL_MODELS = sorted(MODEL_BUILDERS)

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from stream_ae.batching import BatchPolicy
-from stream_ae.records import ConsumedBatch, index_partitions
-from tests.test_codec import FakeRecord
+from stream_ae.kafka.consuming import BatchPolicy
+from stream_ae.kafka.records import ConsumedBatch, index_partitions
+from tests.helpers import FakeRecord
 
 
 def interleaved() -> list[FakeRecord]:
@@ -96,9 +96,9 @@ def test_an_empty_client_gives_an_empty_batch_after_max_wait():
 
 
 def test_the_policy_comes_from_the_consumer_settings():
-    from stream_ae.config import ConsumerSettings
+    from stream_ae.service.config import ConsumerSettings
 
-    policy = BatchPolicy.from_settings(ConsumerSettings(max_batch_size=64, max_wait_ms=250))
+    policy = BatchPolicy.from_options(ConsumerSettings(max_batch_size=64, max_wait_ms=250).options())
     assert policy == BatchPolicy(64, 0.25)
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from stream_ae.config import load_settings
-from stream_ae.datasets import synthetic_transactions
-from stream_ae.scorer import Scorer, bucket_size
+from stream_ae.service.config import load_settings
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer, bucket_size
+from stream_ae.service.daemon import serve
 
 DATASET = synthetic_transactions(rows=6000)  # the rows the synthetic checkpoint was trained on
 
@@ -27,8 +28,8 @@ def test_bucketed_batches_score_like_unpadded_ones(synthetic_checkpoint, events)
     for batches of 1 and 3 on this CPU)."""
     checkpoint, _ = synthetic_checkpoint
     values = DATASET.values[:events]
-    padded = Scorer(checkpoint, "cpu", bucket=True).score(values)
-    plain = Scorer(checkpoint, "cpu", bucket=False).score(values)
+    padded = AutoencoderScorer(checkpoint, "cpu", bucket=True).score(values)
+    plain = AutoencoderScorer(checkpoint, "cpu", bucket=False).score(values)
     every = np.arange(events)
     (padded_index, padded_error), (plain_index, plain_error) = padded.top_features(every), plain.top_features(every)
     assert padded.errors.shape == (events,) and padded_index.shape == (events, 3)
@@ -39,7 +40,7 @@ def test_bucketed_batches_score_like_unpadded_ones(synthetic_checkpoint, events)
 
 def test_top_features_are_the_largest_errors_of_the_chosen_events(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
-    scores = Scorer(checkpoint, "cpu").score(DATASET.values[:20])
+    scores = AutoencoderScorer(checkpoint, "cpu").score(DATASET.values[:20])
     attribution = scores.attribution.numpy()
     np.testing.assert_allclose(attribution.mean(axis=1), scores.errors, rtol=1e-5)
     chosen = np.array([13, 2, 7])
@@ -55,17 +56,17 @@ def test_top_features_are_the_largest_errors_of_the_chosen_events(synthetic_chec
 
 def test_batches_are_padded_by_default_only_where_shapes_must_repeat(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
-    assert not Scorer(checkpoint, "cpu").bucket, "an eager model on the CPU gains nothing from padding"
-    assert Scorer(checkpoint, "cpu", compile=True).bucket
-    assert Scorer(checkpoint, "cpu", bucket=True).bucket
+    assert not AutoencoderScorer(checkpoint, "cpu").bucket, "an eager model on the CPU gains nothing from padding"
+    assert AutoencoderScorer(checkpoint, "cpu", compile=True).bucket
+    assert AutoencoderScorer(checkpoint, "cpu", bucket=True).bucket
 
 
 def test_a_bucketed_scorer_reuses_its_buffer_without_leaking_rows_between_batches(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
-    scorer = Scorer(checkpoint, "cpu", bucket=True)
+    scorer = AutoencoderScorer(checkpoint, "cpu", bucket=True)
     big = scorer.score(DATASET.values[:100]).errors
     small = scorer.score(DATASET.values[200:203]).errors
-    np.testing.assert_array_equal(small, Scorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).errors)
+    np.testing.assert_array_equal(small, AutoencoderScorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).errors)
     np.testing.assert_array_equal(scorer.score(DATASET.values[:100]).errors, big)
 
 
@@ -73,8 +74,8 @@ def test_bf16_scores_stay_close_to_fp32_and_rank_alike(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
     rows = np.asarray(checkpoint.training["split"]["test"])
     values, labels = DATASET.values[rows], DATASET.labels[rows]
-    fp32 = Scorer(checkpoint, "cpu").score(values)
-    bf16 = Scorer(checkpoint, "cpu", precision="bf16").score(values)
+    fp32 = AutoencoderScorer(checkpoint, "cpu").score(values)
+    bf16 = AutoencoderScorer(checkpoint, "cpu", precision="bf16").score(values)
     assert bf16.errors.dtype == np.float32
     np.testing.assert_allclose(bf16.errors, fp32.errors, rtol=0.05, atol=0.02 * float(np.median(fp32.errors)))
     assert abs(roc_auc_score(labels, bf16.errors) - roc_auc_score(labels, fp32.errors)) < 0.005
@@ -82,15 +83,15 @@ def test_bf16_scores_stay_close_to_fp32_and_rank_alike(synthetic_checkpoint):
 
 def test_unknown_precision_is_refused(synthetic_checkpoint):
     with pytest.raises(ValueError, match="precision"):
-        Scorer(synthetic_checkpoint[0], "cpu", precision="fp8")
+        AutoencoderScorer(synthetic_checkpoint[0], "cpu", precision="fp8")
 
 
 def test_compiled_scores_match_fp32(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
     values = DATASET.values[:50]  # one bucket (64 rows): one graph to compile
-    reference = Scorer(checkpoint, "cpu").score(values)
+    reference = AutoencoderScorer(checkpoint, "cpu").score(values)
     try:
-        compiled = Scorer(checkpoint, "cpu", compile=True).score(values)
+        compiled = AutoencoderScorer(checkpoint, "cpu", compile=True).score(values)
     except Exception as exc:  # inductor needs a C++ compiler and a writable cache
         pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}")
     np.testing.assert_allclose(compiled.errors, reference.errors, rtol=1e-4, atol=1e-6)
@@ -101,13 +102,13 @@ def test_compiled_scores_match_fp32(synthetic_checkpoint):
 def test_settings_choose_the_options(synthetic_checkpoint):
     settings = load_settings(model={"device": "cpu", "precision": "bf16", "bucket_batches": False},
                              alerts={"top_features": 5})
-    scorer = Scorer.from_settings(synthetic_checkpoint[0], settings)
+    scorer = serve(settings, synthetic_checkpoint[0]).scorer
     assert (scorer.precision, scorer.bucket, scorer.top, scorer.device) == ("bf16", False, 5, torch.device("cpu"))
     assert scorer.score(DATASET.values[:7]).top_features(np.arange(7))[0].shape == (7, 5)
 
 
 def test_warm_up_scores_every_bucket_up_to_the_batch_size(synthetic_checkpoint, monkeypatch):
-    scorer = Scorer(synthetic_checkpoint[0], "cpu", bucket=True)
+    scorer = AutoencoderScorer(synthetic_checkpoint[0], "cpu", bucket=True)
     shapes = []
     step = scorer._step
     monkeypatch.setattr(scorer, "_step", lambda x: shapes.append(tuple(x.shape)) or step(x))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ae.config import ThresholdSettings
-from stream_ae.threshold import AdaptiveThreshold, seed_statistics, seeded_threshold
+from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold, seed_statistics, seeded_threshold
 
 P0, P1 = ("events", 0), ("events", 1)
 
@@ -21,8 +20,7 @@ def feed(threshold: AdaptiveThreshold, errors: np.ndarray, key=P0, batch: int = 
 
 
 def make(k=3.0, half_life=500, warmup=0, mean=1.0, std=0.1) -> AdaptiveThreshold:
-    settings = ThresholdSettings(k=k, scale="linear", half_life_events=half_life, warmup_events=warmup)
-    return AdaptiveThreshold(settings, mean, std)
+    return AdaptiveThreshold(mean, std, k=k, scale="linear", half_life_events=half_life, warmup_events=warmup)
 
 
 def test_seeded_from_the_checkpoint_statistics():
@@ -108,8 +106,8 @@ def test_seed_is_the_fixed_point_of_the_exclusion_rule():
 def test_log_scale_thresholds_log_normal_errors_in_error_units():
     rng = np.random.default_rng(7)
     errors = np.exp(rng.normal(-2.0, 0.5, 20_000))
-    settings = ThresholdSettings(k=3.0, scale="log", half_life_events=1000, warmup_events=0)
-    threshold = AdaptiveThreshold.from_validation_errors(settings, errors)
+    threshold = AdaptiveThreshold.from_validation_errors(errors, k=3.0, scale="log", half_life_events=1000,
+                                                         warmup_events=0)
     assert threshold.threshold(P0) == pytest.approx(np.exp(-2.0 + 3 * 0.5), rel=0.05)
     verdict = threshold.apply([P0], np.zeros(3, np.int32), np.array([0.05, 1.0, 5.0]))
     assert verdict.flags.tolist() == [False, True, True]

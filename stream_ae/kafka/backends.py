@@ -1,75 +1,62 @@
-"""Choosing the Kafka client library (``kafka.client``), and what the loop needs of each end.
+"""Choosing the Kafka client library (``kafka.client``) that builds the two ends.
 
-``kafka-python`` (the default) builds :class:`source.KafkaSource` and :class:`sink.KafkaSink`;
-``confluent-kafka`` (librdkafka; ``pip install 'stream-ae[confluent]'``) builds
-:class:`confluent_client.ConfluentSource` and :class:`confluent_client.ConfluentSink`. Both
-keep the same promise: manual commits, made by the daemon only after a batch's output
-has been acknowledged.
+``kafka-python`` (the default, pure Python) builds :class:`kafka_python.source.KafkaSource`
+and :class:`kafka_python.sink.KafkaSink`; ``confluent-kafka`` (librdkafka, faster per
+record; ``pip install 'stream-ae[confluent]'``) builds
+:class:`confluent.source.ConfluentSource` and :class:`confluent.sink.ConfluentSink`. Both
+keep the same promise (:mod:`stream_ae.kafka.ends`): manual commits, made by the loop only
+after a batch's output has been acknowledged, and a keyed record on the same partition
+whichever client sent it. A backend is imported only when chosen.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Sequence
 
-from stream_ae.config import Settings
-from stream_ae.records import ConsumedBatch, PartitionKey
-from stream_ae.sink import Delivery
+from stream_ae.kafka.ends import Sink, Source
+from stream_ae.kafka.options import Connection, ConsumerOptions
+from stream_ae.kafka.records import PartitionKey
 
-
-class Source(Protocol):
-    """What the loop needs of the consuming end (see :class:`source.KafkaSource`)."""
-
-    def poll_records(self) -> list: ...
-    def poll_batch(self) -> ConsumedBatch: ...
-    def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool: ...
-    def rewind(self, first_offsets: dict[PartitionKey, int]) -> None: ...
-    def lag(self) -> dict[PartitionKey, int]: ...
-    def connected(self) -> bool: ...
-    def close(self) -> None: ...
+CONFLUENT = "confluent-kafka"
 
 
-class Sink(Protocol):
-    """What the loop needs of the producing end (see :class:`sink.KafkaSink`)."""
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None: ...
-    def seal(self) -> Delivery: ...
-    def flush(self) -> int: ...
-    def close(self) -> None: ...
-
-
-def make_source(settings: Settings, on_assigned: Callable[[list[PartitionKey]], None],
+def make_source(client: str, connection: Connection, topics: list[str], consumer: ConsumerOptions,
+                on_assigned: Callable[[list[PartitionKey]], None],
                 on_revoked: Callable[[list[PartitionKey]], None]) -> Source:
-    """The consuming end for ``settings.kafka.client``, subscribed to ``settings.topics.input``.
+    """The consuming end of ``client``, subscribed to ``topics`` (or reading
+    ``consumer.static_partitions``).
 
     Args:
-        settings: validated settings (``kafka``, ``topics.input``, ``consumer``).
+        client: ``kafka-python`` or ``confluent-kafka``.
+        connection: how to reach the cluster.
+        topics: input topics.
+        consumer: group id, batch bounds, timeouts, static partitions.
         on_assigned, on_revoked: rebalance callbacks, called from inside ``poll_batch`` with
             the ``(topic, partition)`` pairs gained or lost.
 
     Raises:
         ImportError: ``confluent-kafka`` chosen but not installed.
     """
-    if settings.kafka.client == "confluent-kafka":
-        from stream_ae.confluent_client import ConfluentSource
-
-        return ConfluentSource(settings.kafka, settings.topics.input, settings.consumer,
-                               on_assigned, on_revoked)
-    from stream_ae.source import KafkaSource
-
-    return KafkaSource(settings.kafka, settings.topics.input, settings.consumer, on_assigned, on_revoked)
+    if client == CONFLUENT:
+        from stream_ae.kafka.confluent.source import ConfluentSource as source_class
+    else:
+        from stream_ae.kafka.kafka_python.source import KafkaSource as source_class
+    return source_class(connection, topics, consumer, on_assigned, on_revoked)
 
 
-def make_sink(settings: Settings) -> Sink:
-    """The producing end (acks=all, idempotent) for ``settings.kafka.client``.
+def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -> Sink:
+    """The producing end (acks=all, idempotent) of ``client``.
+
+    Args:
+        client: ``kafka-python`` or ``confluent-kafka``.
+        connection: how to reach the cluster.
+        topics: every topic the sink writes to (kafka-python keeps their metadata from the start).
 
     Raises:
         ImportError: ``confluent-kafka`` chosen but not installed.
     """
-    if settings.kafka.client == "confluent-kafka":
-        from stream_ae.confluent_client import ConfluentSink
-
-        return ConfluentSink(settings.kafka)
-    from stream_ae.sink import KafkaSink
-
-    return KafkaSink(settings.kafka, topics=settings.topics.outputs())
+    if client == CONFLUENT:
+        from stream_ae.kafka.confluent.sink import ConfluentSink as sink_class
+    else:
+        from stream_ae.kafka.kafka_python.sink import KafkaSink as sink_class
+    return sink_class(connection, topics=topics)

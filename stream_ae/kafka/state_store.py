@@ -18,29 +18,28 @@ from __future__ import annotations
 
 import orjson
 
-from stream_ae.records import PartitionKey
-from stream_ae.config import KafkaSettings
-from stream_ae.topics import ensure_topics, read_topic
-
+from stream_ae.kafka.options import Connection
+from stream_ae.kafka.records import PartitionKey
+from stream_ae.kafka.topics import ensure_topics, read_topic
 
 
 class ThresholdStateStore:
     """Reads and formats threshold state records for one consumer group.
 
     Args:
-        kafka: connection settings.
+        connection: how to reach the cluster.
         topic: the compacted state topic (created with ``cleanup.policy=compact`` if absent).
         group_id: the consumer group whose state this is.
         read_timeout_s: longest time spent reading the topic on an assignment (seconds).
     """
 
-    def __init__(self, kafka: KafkaSettings, topic: str, group_id: str,
+    def __init__(self, connection: Connection, topic: str, group_id: str,
                  read_timeout_s: float = 15.0) -> None:
-        self.kafka = kafka
+        self.connection = connection
         self.topic = topic
         self.group_id = group_id
         self.read_timeout_s = read_timeout_s
-        ensure_topics(kafka, {topic: 1}, configs={"cleanup.policy": "compact"})
+        ensure_topics(connection, {topic: 1}, configs={"cleanup.policy": "compact"})
 
     def key(self, partition: PartitionKey) -> bytes:
         """The state record's key for an input partition."""
@@ -59,7 +58,7 @@ class ThresholdStateStore:
         """
         wanted = {self.key(partition): partition for partition in partitions}
         found: dict[PartitionKey, dict[str, float | int]] = {}
-        for record in read_topic(self.kafka, self.topic, None, self.read_timeout_s):
+        for record in read_topic(self.connection, self.topic, None, self.read_timeout_s):
             if record.key in wanted and record.value:
                 found[wanted[record.key]] = orjson.loads(record.value)
         return found

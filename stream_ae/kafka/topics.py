@@ -10,17 +10,17 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
-from stream_ae.config import KafkaSettings
+from stream_ae.kafka.options import Connection
 
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float = 30.0,
+def ensure_topics(connection: Connection, topics: dict[str, int], timeout_s: float = 30.0,
                   configs: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet.
 
     Args:
-        kafka: connection settings.
+        connection: how to reach the cluster.
         topics: topic name → partition count; the replication factor is the cluster's
             broker count, at most 3.
         configs: topic configuration for the topics created (e.g. ``cleanup.policy``).
@@ -28,7 +28,7 @@ def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float
     Raises:
         KafkaError: the cluster refused the request for another reason than existence.
     """
-    admin = KafkaAdminClient(**kafka.client_options(), request_timeout_ms=int(timeout_s * 1000))
+    admin = KafkaAdminClient(**connection.kafka_python(), request_timeout_ms=int(timeout_s * 1000))
     try:
         existing = set(admin.list_topics())
         replication = min(3, len(admin.describe_cluster().get("brokers", [])) or 1)
@@ -44,12 +44,12 @@ def ensure_topics(kafka: KafkaSettings, topics: dict[str, int], timeout_s: float
         admin.close()
 
 
-def read_topic(kafka: KafkaSettings, topic: str, expected: int | None = None,
+def read_topic(connection: Connection, topic: str, expected: int | None = None,
                timeout_s: float = 60.0) -> list[ConsumerRecord]:
     """Read a topic from the beginning, outside any consumer group.
 
     Args:
-        kafka: connection settings.
+        connection: how to reach the cluster.
         topic: the topic to read.
         expected: stop once this many records were read; None reads every partition up to
             its high watermark as of the read.
@@ -59,7 +59,7 @@ def read_topic(kafka: KafkaSettings, topic: str, expected: int | None = None,
     Returns:
         The records, partition by partition in offset order.
     """
-    consumer = KafkaConsumer(**kafka.client_options(), enable_auto_commit=False,
+    consumer = KafkaConsumer(**connection.kafka_python(), enable_auto_commit=False,
                              fetch_max_wait_ms=50, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream_ae.datasets import EventKind
-from stream_ae.models import Autoencoder, build_model
+from stream_ae.model.autoencoders import Autoencoder, build_model
+from stream_ae.model.kinds import EventKind
 
 FORMAT_VERSION = 1
 
@@ -29,7 +29,7 @@ class Checkpoint:
     """A trained model and everything needed to serve it.
 
     Attributes:
-        model_name: key of ``models.MODEL_BUILDERS``.
+        model_name: key of ``autoencoders.MODEL_BUILDERS``.
         hparams: the model constructor's keyword arguments.
         state_dict: the weights.
         kind: ``transaction`` or ``window``.

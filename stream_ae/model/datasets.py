@@ -15,12 +15,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-EventKind = Literal["transaction", "window"]
+from stream_ae.model.kinds import EventKind
+
+if TYPE_CHECKING:  # pandas is imported only where a table is read: the daemon never needs it
+    import pandas as pd
 
 CARD_FEATURES = [f"V{i}" for i in range(1, 29)] + ["Amount"]
 _WINDOW_COLUMN = re.compile(r"^t(\d+)$")
@@ -66,6 +68,8 @@ def _file_sha256(path: Path) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pd.read_parquet(path)
@@ -75,6 +79,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def _from_frame(frame: pd.DataFrame, name: str, sha: str, label_column: str | None) -> LabelledDataset:
+    from pandas.api.types import is_numeric_dtype
+
     columns = list(frame.columns)
     window_columns = [c for c in columns if _WINDOW_COLUMN.match(str(c))]
     if set(CARD_FEATURES) <= set(columns) and label_column in (None, "Class"):
@@ -92,7 +98,7 @@ def _from_frame(frame: pd.DataFrame, name: str, sha: str, label_column: str | No
         )
     if label_column not in columns:
         raise DatasetError(f"{name}: label column {label_column!r} not found in {columns[:10]}...")
-    features = [c for c in columns if c != label_column and pd.api.types.is_numeric_dtype(frame[c])]
+    features = [c for c in columns if c != label_column and is_numeric_dtype(frame[c])]
     if not features:
         raise DatasetError(f"{name}: no numeric feature columns besides {label_column!r}")
     labels = (frame[label_column].to_numpy() != 0).astype(np.int8)

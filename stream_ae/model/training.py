@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stream_ae.checkpoint import Checkpoint
-from stream_ae.datasets import LabelledDataset, split_normal_rows
-from stream_ae.device import resolve_device
-from stream_ae.models import DEFAULT_MODEL, build_model
+from stream_ae.model.checkpoint import Checkpoint
+from stream_ae.model.datasets import LabelledDataset, split_normal_rows
+from stream_ae.model.device import resolve_device
+from stream_ae.model.autoencoders import DEFAULT_MODEL, build_model
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class TrainingOptions:
     """Hyper-parameters of the fit.
 
     Attributes:
-        model: a key of ``models.MODEL_BUILDERS``.
+        model: a key of ``autoencoders.MODEL_BUILDERS``.
         hparams: the model constructor's keyword arguments (e.g. ``{"score": "elbo"}`` for
             ``vae``); empty for the model's defaults. Stored in the checkpoint.
         epochs: upper bound on passes over the training rows.

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from stream_ae.codec import Batch, Rejected
-from stream_ae.scorer import Scores
-from stream_ae.threshold import Verdict
+from stream_ae.pipeline.codec import Batch, Rejected
+from stream_ae.pipeline.scoring.autoencoder import Scores
+from stream_ae.pipeline.threshold.adaptive import Verdict
 
 REASON_HEADER = "stream_ae.reason"
 DETAIL_HEADER = "stream_ae.detail"

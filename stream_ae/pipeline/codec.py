@@ -26,8 +26,9 @@ the ``REASONS`` below.
 Decoding is batched: JSON goes through orjson, one call per record, and a feature lookup
 done in C (``operator.itemgetter``); binary records are joined and read with one
 ``numpy.frombuffer`` (with no Python work per record when the whole batch is binary and
-well formed); both land in a preallocated float32 array (pinned host memory when
-CUDA is used, so the copy to the device can be asynchronous).
+well formed); both land in a preallocated float32 array, allocated by the caller's
+``allocate`` (the scorer's pinned host memory on CUDA, so that the copy to the device can
+be asynchronous).
 """
 
 from __future__ import annotations
@@ -37,13 +38,12 @@ import struct
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import orjson
-import torch
 
-from stream_ae.records import ConsumedBatch, PartitionKey, Record
+from stream_ae.kafka.records import ConsumedBatch, PartitionKey, Record
 
 REASONS = (
     "empty",             # no value, or zero bytes
@@ -63,6 +63,15 @@ REASONS = (
 BINARY_MAGIC = b"\xaeA"
 BINARY_VERSION = 1
 BINARY_HEADER = struct.Struct("<2sBBI")  # magic, version, flags, count: 8 bytes
+
+
+def binary_record_size(count: int) -> int:
+    """Bytes of a binary record of ``count`` float32 values: the 8-byte header, then the values."""
+    return BINARY_HEADER.size + 4 * count
+
+
+def _host_array(rows: int, width: int) -> np.ndarray:
+    return np.empty((rows, width), np.float32)
 
 _NUMBER_TYPES = frozenset({int, float})
 
@@ -147,20 +156,32 @@ class EventDecoder:
         id_field: name of the optional id field.
         samples_field: name of the window's samples array.
         max_record_bytes: larger records are rejected as ``oversize``.
-        pinned: allocate the values buffer in page-locked host memory (for non-blocking
-            copies to a CUDA device); None pins when CUDA is available.
+        allocate: ``(rows, width) -> float32 array`` for the values buffer (grown by powers
+            of two, so called rarely); by default plain host memory. The daemon passes its
+            scorer's ``host_buffer`` (pinned memory on CUDA).
+
+    Example:
+        >>> from stream_ae.kafka.records import ConsumedBatch
+        >>> decoder = EventDecoder(["V1", "V2"], None)
+        >>> consumed = ConsumedBatch.from_columns(
+        ...     [b'{"id": "tx-1", "V1": 0.5, "V2": -1}', b"not json"], ["events"] * 2, [0, 0], [7, 8],
+        ...     [0, 0], record_at=lambda index: None)
+        >>> batch, rejected = decoder.decode(consumed)
+        >>> batch.values.tolist(), batch.event_ids, [item.reason for item in rejected]
+        ([[0.5, -1.0]], ['tx-1'], ['invalid_json'])
     """
 
     def __init__(self, feature_names: list[str], window_length: int | None, id_field: str = "id",
                  samples_field: str = "samples", max_record_bytes: int = 1_000_000,
-                 pinned: bool | None = None) -> None:
+                 allocate: Callable[[int, int], np.ndarray] = _host_array) -> None:
         self.feature_names = list(feature_names)
         self.window_length = window_length
         self.id_field = id_field
         self.samples_field = samples_field
         self.max_record_bytes = max_record_bytes
         self.width = window_length if window_length is not None else len(self.feature_names)
-        self.pinned = torch.cuda.is_available() if pinned is None else pinned
+        self.binary_size = binary_record_size(self.width)
+        self.allocate = allocate
         # transactions: one C call picks every feature, always as a tuple
         names = self.feature_names
         self._pick = (itemgetter(*names) if len(names) > 1
@@ -176,11 +197,7 @@ class EventDecoder:
     def _reserve(self, rows: int) -> np.ndarray:
         """The values buffer, grown to a power of two of at least ``rows`` rows."""
         if len(self._buffer) < rows:
-            capacity = 1 << max(rows - 1, 0).bit_length()
-            if self.pinned:
-                self._buffer = torch.empty((capacity, self.width), dtype=torch.float32).pin_memory().numpy()
-            else:
-                self._buffer = np.empty((capacity, self.width), np.float32)
+            self._buffer = self.allocate(1 << max(rows - 1, 0).bit_length(), self.width)
         return self._buffer
 
     def _row(self, event: dict[str, Any]) -> Sequence[Any]:
@@ -253,7 +270,7 @@ class EventDecoder:
     def _well_formed_binary(self, values: list[bytes | None]) -> np.ndarray | None:
         """``(records, width)`` float32 values when every record is a well-formed binary
         payload of this decoder's width (one ``numpy.frombuffer``); None otherwise."""
-        size = BINARY_HEADER.size + 4 * self.width
+        size = self.binary_size
         if not values or size > self.max_record_bytes:
             return None
         try:
@@ -357,7 +374,7 @@ class EventDecoder:
     def _decode_binary(self, values: list[bytes], at: list[int], failed: dict[int, _Invalid]) -> np.ndarray:
         """``(k, width)`` values of the well-formed binary records among ``values``; the others
         go to ``failed`` and are removed from ``at`` (in place)."""
-        size = BINARY_HEADER.size + 4 * self.width
+        size = self.binary_size
         for n in reversed(range(len(values))):
             value = values[n]
             if len(value) == size:
@@ -383,10 +400,10 @@ class EventDecoder:
             return _Invalid("binary_unsupported_version",
                             f"version {version}, flags {flags}; this decoder reads version "
                             f"{BINARY_VERSION} with flags 0")
-        if length != BINARY_HEADER.size + 4 * count:
+        if length != binary_record_size(count):
             return _Invalid("binary_bad_length",
                             f"{length} bytes, but the header announces {count} values "
-                            f"({BINARY_HEADER.size + 4 * count} bytes)")
+                            f"({binary_record_size(count)} bytes)")
         return _Invalid("binary_wrong_count", f"{count} values, expected {self.width}")
 
     @staticmethod
@@ -425,6 +442,13 @@ def encode_binary(values: np.ndarray) -> bytes:
     Args:
         values: ``(features,)`` numbers of one event, in the checkpoint's feature order
             (a window's samples); cast to float32.
+
+    Example:
+        >>> record = encode_binary(np.array([1.0, -2.5]))
+        >>> len(record) == binary_record_size(2), record[:2] == BINARY_MAGIC
+        (True, True)
+        >>> np.frombuffer(record, "<f4", offset=BINARY_HEADER.size).tolist()
+        [1.0, -2.5]
     """
     row = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
     return BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, 0, len(row)) + row.tobytes()

@@ -16,6 +16,10 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
                       model_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from stream_ae.kafka.options import Connection, ConsumerOptions
+
+from stream_ae.model.kinds import EventKind
+
 ENV_PREFIX = "STREAM_AE_"
 
 
@@ -25,6 +29,10 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class KafkaSettings(_Section):
@@ -43,24 +51,15 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments shared by kafka-python's consumer, producer and admin client."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "client_id": self.client_id,
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, name)
-            if value is not None:
-                options[name] = str(value)
-        return options
+    def connection(self) -> Connection:
+        """The plain values the Kafka ends are built from (the password unwrapped, paths as str)."""
+        return Connection(
+            bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+            security_protocol=self.security_protocol, sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+            ssl_cafile=_text(self.ssl_cafile), ssl_certfile=_text(self.ssl_certfile),
+            ssl_keyfile=_text(self.ssl_keyfile))
 
 
 class TopicSettings(_Section):
@@ -107,12 +106,17 @@ class ConsumerSettings(_Section):
                 raise ValueError(f"{entry!r} is not of the form 'topic:partition'")
         return entries
 
-    def static_assignment(self) -> list[tuple[str, int]] | None:
-        """``static_partitions`` as ``(topic, partition)`` pairs, or None to join a rebalance."""
-        if not self.static_partitions:
-            return None
-        return [(topic, int(number)) for topic, _, number in
-                (entry.rpartition(":") for entry in self.static_partitions)]
+    def options(self) -> ConsumerOptions:
+        """The plain values a source is built from; ``static_partitions`` as ``(topic, partition)``
+        pairs (None to join the group's rebalances)."""
+        static = ([(topic, int(number)) for topic, _, number in
+                   (entry.rpartition(":") for entry in self.static_partitions)]
+                  if self.static_partitions else None)
+        return ConsumerOptions(
+            group_id=self.group_id, max_batch_size=self.max_batch_size, max_wait_ms=self.max_wait_ms,
+            auto_offset_reset=self.auto_offset_reset, session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms, fetch_max_wait_ms=self.fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.max_partition_fetch_bytes, static_partitions=static)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> "ConsumerSettings":
@@ -124,7 +128,7 @@ class ConsumerSettings(_Section):
 class EventSettings(_Section):
     """How records are decoded. ``kind: auto`` takes the kind the model was trained on."""
 
-    kind: Literal["auto", "transaction", "window"] = "auto"
+    kind: Literal["auto"] | EventKind = "auto"
     id_field: str = "id"
     samples_field: str = "samples"
     max_record_bytes: int = Field(1_000_000, gt=0, description="larger records are dead-lettered")

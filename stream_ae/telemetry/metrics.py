@@ -1,4 +1,4 @@
-"""Prometheus metrics of every stage, and the HTTP server for ``/metrics``, ``/healthz``, ``/readyz``.
+"""The daemon's Prometheus metrics, in a registry of its own.
 
 Names follow Prometheus conventions: prefix ``stream_ae_``, base units (seconds, bytes),
 counters end in ``_total``. Per-event observations (end-to-end latency) are recorded a
@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-
-from stream_ae.codec import REASONS
 
 # 50 µs .. 10 s: inference on a GPU takes well under a millisecond per batch
 INFERENCE_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
@@ -28,7 +24,6 @@ INFERENCE_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
 LATENCY_BUCKETS = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                    30.0, 60.0)
 BATCH_SIZE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
-STAGES = ("poll", "decode", "score", "threshold", "produce", "commit")
 
 
 class BatchHistogram(Collector):
@@ -84,10 +79,16 @@ class BatchHistogram(Collector):
 class DetectorMetrics:
     """Every metric the daemon exports, in a registry of its own.
 
-    Attributes are the prometheus-client objects; see ``docs`` strings for meanings.
+    Attributes are the prometheus-client objects; see their help strings for meanings.
+    ``stage_seconds`` has one series per pipeline stage, created by the stage timer as the
+    loop first times a stage, so a new stage needs no change here.
+
+    Args:
+        dead_letter_reasons: every reason a record can be dead-lettered for; each gets its
+            series at zero from the start, so that a rate over it is defined.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dead_letter_reasons: Sequence[str] = ()) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
@@ -101,7 +102,7 @@ class DetectorMetrics:
         self.dead_lettered = Counter("stream_ae_dead_lettered_total",
                                      "Records sent to the dead-letter topic, by reason",
                                      ["reason"], registry=r)
-        for reason in REASONS:
+        for reason in dead_letter_reasons:
             self.dead_lettered.labels(reason)
         self.batch_size = Histogram("stream_ae_batch_size_events", "Records per micro-batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
@@ -110,8 +111,6 @@ class DetectorMetrics:
                                            buckets=INFERENCE_BUCKETS, registry=r)
         self.stage_seconds = Counter("stream_ae_stage_seconds_total",
                                      "Time spent in each pipeline stage", ["stage"], registry=r)
-        for stage in STAGES:
-            self.stage_seconds.labels(stage)
         self.end_to_end_latency = BatchHistogram(
             "stream_ae_end_to_end_latency_seconds",
             "Record timestamp to the acknowledgement of the batch's alerts, per event",
@@ -136,6 +135,31 @@ class DetectorMetrics:
         self.model_info = Gauge("stream_ae_model_info", "The model being served (value 1)",
                                 ["model", "checkpoint_sha256"], registry=r)
 
+    def show_thresholds(self, partitions: Iterable[tuple[str, int]],
+                        threshold_of: Callable[[tuple[str, int]], float]) -> None:
+        """Set the threshold gauge of each ``(topic, partition)`` to ``threshold_of(partition)``
+        (reconstruction-error units)."""
+        for topic, partition in partitions:
+            self.threshold.labels(topic, str(partition)).set(threshold_of((topic, partition)))
+
+    def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the per-partition series (threshold, lag) of partitions no longer owned."""
+        for topic, partition in partitions:
+            for gauge in (self.threshold, self.consumer_lag):
+                try:
+                    gauge.remove(topic, str(partition))
+                except KeyError:  # never set for this partition
+                    pass
+
+    def show_model(self, name: str, checkpoint_sha256: str) -> None:
+        """Make ``stream_ae_model_info`` name the model in service (and no other)."""
+        self.model_info.clear()
+        self.model_info.labels(name, checkpoint_sha256).set(1)
+
+    def stage_totals(self) -> dict[str, float]:
+        """Seconds spent in each stage so far, in the order the loop first timed them."""
+        return {labels[0][1]: value for labels, value in counter_values(self.stage_seconds).items()}
+
     def totals(self) -> dict[str, int]:
         """Running totals: ``events_in``, ``events_scored``, ``dead_lettered``, ``alerts``.
 
@@ -157,79 +181,3 @@ def counter_values(counter: Counter) -> dict[tuple[tuple[str, str], ...], float]
             if sample.name.endswith("_total")}
 
 
-class HealthState:
-    """Liveness and readiness, set by the daemon and read by the HTTP server.
-
-    ``live`` while the loop has ticked within ``stall_after_s`` seconds; ``ready`` when the
-    daemon says so (model loaded, partitions assigned).
-    """
-
-    def __init__(self, stall_after_s: float = 60.0) -> None:
-        self.stall_after_s = stall_after_s
-        self.last_tick = time.monotonic()
-        self.ready = False
-
-    def tick(self) -> None:
-        """The main loop is alive."""
-        self.last_tick = time.monotonic()
-
-    @property
-    def live(self) -> bool:
-        """True while the loop has ticked within ``stall_after_s`` seconds."""
-        return time.monotonic() - self.last_tick < self.stall_after_s
-
-
-class MetricsServer:
-    """Serves ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` from a thread.
-
-    Args:
-        metrics: whose registry to expose.
-        health: liveness and readiness.
-        host, port: where to bind; port 0 picks a free port (see ``port`` after ``start``).
-    """
-
-    def __init__(self, metrics: DetectorMetrics, health: HealthState, host: str, port: int) -> None:
-        registry = metrics.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    ok = health.live
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"stalled\n")
-                elif path == "/readyz":
-                    ok = health.ready
-                    self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-                else:
-                    self._reply(404, b"not found\n")
-
-            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http",
-                                       daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        return self.server.server_address[1]
-
-    def start(self) -> None:
-        """Serve from a daemon thread."""
-        self.thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()

@@ -4,7 +4,7 @@ One topic is filled once with ``events`` records (JSON or the compact binary pay
 from the synthetic transaction set or ``--data``), and then, for each Kafka client
 (kafka-python, confluent-kafka):
 
-1. **consume limit**: the client's own source (:func:`clients.make_source`, same settings
+1. **consume limit**: the client's own source (:func:`backends.make_source`, same settings
    as the detector's) reads the whole topic in a fresh consumer group and discards the
    client's record objects as they come (``poll_records``: no columns built, nothing
    decoded); events/s from the end of the first batch to the last record (so the group
@@ -59,17 +59,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from stream_ae.broker import LocalBroker
-from stream_ae.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from stream_ae.clients import make_source
-from stream_ae.codec import encode_binary, encode_event
-from stream_ae.config import Settings, load_settings
-from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
-from stream_ae.detector import BackgroundDetector, freeze_long_lived_objects
-from stream_ae.metrics import LATENCY_BUCKETS, STAGES, BatchHistogram, counter_values
-from stream_ae.scorer import Scorer
-from stream_ae.topics import ensure_topics
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.kafka.local_broker import LocalBroker
+from stream_ae.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stream_ae.kafka.backends import make_source
+from stream_ae.pipeline.codec import encode_binary, encode_event
+from stream_ae.service.config import Settings, load_settings
+from stream_ae.model.datasets import LabelledDataset, load_dataset, synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector, freeze_long_lived_objects
+from stream_ae.telemetry.metrics import LATENCY_BUCKETS, BatchHistogram, counter_values
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class BenchOptions:
         events: records written to the topic (and read by every throughput phase).
         rounds: detector runs, each between two consume-limit runs (see the module docstring).
         partitions: partitions of the topic (even, so two processes split it evenly).
-        payload: ``json`` or ``binary`` (see :mod:`stream_ae.codec`).
+        payload: ``json`` or ``binary`` (see :mod:`stream_ae.pipeline.codec`).
         max_batch_size, max_wait_ms, fetch_max_wait_ms: the detector's consumer settings.
         latency_seconds: how long the paced producer runs at each load level (seconds).
         baseline_seconds: how long the per-event baseline runs (seconds).
@@ -180,10 +180,10 @@ def _producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callable[[]
     try:
         from confluent_kafka import Producer
     except ImportError:
-        from stream_ae.config import KafkaSettings
-        from stream_ae.sink import KafkaSink
+        from stream_ae.kafka.kafka_python.sink import KafkaSink
+        from stream_ae.kafka.options import Connection
 
-        sink = KafkaSink(KafkaSettings(bootstrap_servers=bootstrap))
+        sink = KafkaSink(Connection(bootstrap))
         return (lambda topic, value: sink.send(topic, None, value)), sink.flush
     # delivery reports for failures only: a Python callback per record would cost the
     # producer more CPU than sending it, CPU taken from the detector it is pacing
@@ -247,7 +247,8 @@ def _rate(first_at: float, first_count: int, last_at: float, last_count: int) ->
 
 def consume_limit(settings: Settings, events: int, progress: bool) -> float:
     """Events/s of the configured client's source reading ``events`` records and discarding them."""
-    source = make_source(settings, lambda keys: None, lambda keys: None)
+    source = make_source(settings.kafka.client, settings.kafka.connection(), settings.topics.input,
+                         settings.consumer.options(), lambda keys: None, lambda keys: None)
     seen, first = 0, None
     bar = tqdm(total=events, desc=f"consume limit ({settings.kafka.client})", unit="event",
                disable=not progress, mininterval=0.5)
@@ -265,12 +266,11 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
 
 
 def _scored(running: BackgroundDetector) -> int:
-    return int(counter_values(running.detector.metrics.events_scored)[()])
+    return int(counter_values(running.daemon.metrics.events_scored)[()])
 
 
 def _stage_seconds(running: BackgroundDetector) -> dict[str, float]:
-    values = counter_values(running.detector.metrics.stage_seconds)
-    return {stage: values.get((("stage", stage),), 0.0) for stage in STAGES}
+    return running.daemon.metrics.stage_totals()
 
 
 def _sustained(running: BackgroundDetector, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
@@ -288,7 +288,7 @@ def _sustained(running: BackgroundDetector, events: int, progress: bool, what: s
     last_at, last_count, last_stages = time.perf_counter(), _scored(running), _stage_seconds(running)
     bar.close()
     return (_rate(first_at, first_count, last_at, last_count),
-            {stage: last_stages[stage] - first_stages[stage] for stage in STAGES})
+            {stage: spent - first_stages.get(stage, 0.0) for stage, spent in last_stages.items()})
 
 
 def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[str], Settings],
@@ -307,7 +307,7 @@ def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[s
     """
     limits = [consume_limit(settings("limit-0"), events, options.progress)]
     detector_runs: list[float] = []
-    stage_seconds = dict.fromkeys(STAGES, 0.0)
+    stage_seconds: dict[str, float] = {}
     running: BackgroundDetector | None = None
     for round_number in range(1, options.rounds + 1):
         if running is not None:
@@ -321,8 +321,8 @@ def _throughput_rounds(options: BenchOptions, client: str, settings: Callable[[s
             running.stop()
             raise
         detector_runs.append(eps)
-        for stage in STAGES:
-            stage_seconds[stage] += spent[stage]
+        for stage, seconds in spent.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
     assert running is not None
     return {"consume_limit_runs_eps": limits, "detector_runs_eps": detector_runs,
             "stage_seconds": stage_seconds}, running
@@ -345,7 +345,7 @@ def _latency(running: BackgroundDetector, bootstrap: str, topic: str, payloads: 
     producer in another process, as the detector measures it."""
     samples = BatchHistogram("stream_ae_bench_latency_seconds", "bench phase", LATENCY_BUCKETS)
     before = _scored(running)
-    running.detector.metrics.end_to_end_latency = samples
+    running.daemon.metrics.end_to_end_latency = samples
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     producer = context.Process(target=_paced_produce, name="bench-producer",
@@ -371,10 +371,9 @@ def _naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpo
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
-    from stream_ae.codec import BINARY_HEADER, BINARY_MAGIC
+    from stream_ae.pipeline.codec import BINARY_HEADER, BINARY_MAGIC
 
-    model = checkpoint.build()
-    mean, std = torch.as_tensor(checkpoint.scaler_mean), torch.as_tensor(checkpoint.scaler_std)
+    scorer = AutoencoderScorer(checkpoint, "cpu")
     threshold = checkpoint.error_mean + 3.0 * checkpoint.error_std
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
                              enable_auto_commit=False, auto_offset_reset="earliest",
@@ -391,9 +390,7 @@ def _naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpo
             else:
                 event = json.loads(message.value)
                 row = event["samples"] if checkpoint.kind == "window" else [event[name] for name in names]
-            with torch.no_grad():
-                x = (torch.tensor([row], dtype=torch.float32) - mean) / std
-                error = model.reconstruction_error(x).item()
+            error = float(scorer.score(np.asarray([row], np.float32)).errors[0])
             if error > threshold:
                 producer.send(alerts, json.dumps({"offset": message.offset, "error": error}).encode()).get(30)
             consumer.commit({TopicPartition(message.topic, message.partition):
@@ -408,19 +405,17 @@ def _naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpo
 
 
 def _model_per_event(checkpoint: Checkpoint, values: np.ndarray) -> float:
-    """Events/s of the model called once per event (scaler, forward, error), no Kafka."""
-    model = checkpoint.build()
-    mean, std = torch.as_tensor(checkpoint.scaler_mean), torch.as_tensor(checkpoint.scaler_std)
+    """Events/s of the daemon's scorer called once per event (scaler, forward, error), no Kafka."""
+    scorer = AutoencoderScorer(checkpoint, "cpu")
     started = time.perf_counter()
-    with torch.inference_mode():
-        for row in values:
-            model.reconstruction_error((torch.from_numpy(row[None]) - mean) / std).item()
+    for row in values:
+        scorer.score(row[None])
     return len(values) / (time.perf_counter() - started)
 
 
 def _scale_out_worker(settings_json: str, checkpoint_path: str, threads: int, reports: Any) -> None:
     """Child process: one detector; every 50 ms put ``(pid, time.time(), events scored)``."""
-    from stream_ae.config import Settings
+    from stream_ae.service.config import Settings
 
     torch.set_num_threads(threads)
     running = BackgroundDetector(Settings.model_validate_json(settings_json),
@@ -473,7 +468,7 @@ def _accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, com
     """bf16 and torch.compile scores against fp32 on the held-out rows (or all rows)."""
     rows = np.asarray(checkpoint.training.get("split", {}).get("test", np.arange(len(dataset.values))))
     values, labels = dataset.values[rows], dataset.labels[rows]
-    reference = Scorer(checkpoint, device).score(values).errors
+    reference = AutoencoderScorer(checkpoint, device).score(values).errors
     variants = {"bf16": {"precision": "bf16"}}
     if compile:
         variants["compile"] = {"compile": True}
@@ -481,7 +476,7 @@ def _accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, com
     for name, kwargs in variants.items():
         try:
             started = time.perf_counter()
-            errors = Scorer(checkpoint, device, **kwargs).score(values).errors
+            errors = AutoencoderScorer(checkpoint, device, **kwargs).score(values).errors
         except Exception as exc:  # torch.compile needs a working C++ toolchain; report why not
             report[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             continue
@@ -528,8 +523,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         checkpoint = load_checkpoint(checkpoint_path)
         bootstrap = broker.bootstrap_servers
         base = _settings(options, bootstrap, topics, "kafka-python", "unused", checkpoint_path)
-        ensure_topics(base.kafka, {topics.input: options.partitions, topics.alerts: 1, topics.dead_letter: 1,
-                                   topics.state: 1})
+        ensure_topics(base.kafka.connection(), {topics.input: options.partitions, topics.alerts: 1,
+                                                topics.dead_letter: 1, topics.state: 1})
         fill_eps = _fill(bootstrap, topics.input, payloads, options.events, options.progress)
         in_topic = options.events
         freeze_long_lived_objects()
@@ -662,8 +657,9 @@ def table(summary: dict[str, Any]) -> str:
                      for c in CLIENTS]
             where = f"{level} load" if level.endswith("%") else level
             lines.append(f"{f'latency {q} at {where} (ms)':34}{cells[0]:>16}{cells[1]:>18}")
-    for stage in STAGES:
-        cells = [f"{summary['stage_share'][c][stage] * 100:.1f}%" if c in summary["stage_share"] else "-"
+    stages = dict.fromkeys(stage for shares in summary["stage_share"].values() for stage in shares)
+    for stage in stages:
+        cells = [f"{summary['stage_share'][c][stage] * 100:.1f}%" if stage in summary["stage_share"].get(c, {}) else "-"
                  for c in CLIENTS]
         lines.append(f"{f'time in {stage}':34}{cells[0]:>16}{cells[1]:>18}")
     lines.append("")

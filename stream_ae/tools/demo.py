@@ -21,15 +21,15 @@ import numpy as np
 import orjson
 from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
-from stream_ae.broker import LocalBroker
-from stream_ae.checkpoint import save_checkpoint
-from stream_ae.config import Settings, load_settings
-from stream_ae.datasets import LabelledDataset, load_dataset, synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.replay import event_id, replay
-from stream_ae.sink import KafkaSink
-from stream_ae.topics import ensure_topics, read_topic
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.kafka.local_broker import LocalBroker
+from stream_ae.model.checkpoint import save_checkpoint
+from stream_ae.service.config import Settings, load_settings
+from stream_ae.model.datasets import LabelledDataset, load_dataset, synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.replay import event_id, replay
+from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.kafka.topics import ensure_topics, read_topic
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +105,21 @@ def run_demo(data: Path | None = None, label_column: str | None = None,
         print(f"demo: trained {checkpoint.describe()} in {checkpoint.training['wall_time_s']:.1f} s; "
               f"local broker on {broker.bootstrap_servers}")
         settings = _demo_settings(broker.bootstrap_servers, checkpoint_path)
-        ensure_topics(settings.kafka, {"events": INPUT_PARTITIONS, "alerts": 1,
-                                       "events-dead-letter": 1, "scores": INPUT_PARTITIONS})
+        ensure_topics(settings.kafka.connection(), {"events": INPUT_PARTITIONS, "alerts": 1,
+                                                    "events-dead-letter": 1, "scores": INPUT_PARTITIONS})
         with BackgroundDetector(settings, checkpoint) as running:
-            sink = KafkaSink(settings.kafka, topics=["events"])
+            sink = KafkaSink(settings.kafka.connection(), topics=["events"])
             for value in MALFORMED_RECORDS:
                 sink.send("events", b"malformed", value)
             sink.flush()
             sink.close()
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as producer:
-                sent = producer.submit(replay, dataset, test_rows, settings.kafka, "events",
+                sent = producer.submit(replay, dataset, test_rows, settings.kafka.connection(), "events",
                                        rate_eps, progress).result()
             running.wait_accounted(sent.events + len(MALFORMED_RECORDS), 120)
-            latencies = running.detector.metrics.end_to_end_latency.recent()
-        counts = running.detector.metrics.totals()
-        scores = read_topic(settings.kafka, "scores", counts["events_scored"])
+            latencies = running.daemon.metrics.end_to_end_latency.recent()
+        counts = running.daemon.metrics.totals()
+        scores = read_topic(settings.kafka.connection(), "scores", counts["events_scored"])
         quality = _streamed_metrics(dataset, [record.value for record in scores])
 
     summary = {

@@ -3,7 +3,7 @@
 Given the file the checkpoint was trained on (same sha256), only the rows the training held
 out are scored (``checkpoint.training["split"]["test"]``: the unused normal rows and every
 anomaly); given any other file, every row. The events go through the daemon's own
-:class:`scorer.Scorer`, so the scores are those the detector would stream.
+:class:`~stream_ae.pipeline.scoring.autoencoder.AutoencoderScorer`, so the scores are those the detector would stream.
 
 Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
 (``average_precision_score``), precision / recall / F1 (``precision_recall_fscore_support``)
@@ -32,10 +32,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from stream_ae.checkpoint import Checkpoint, load_checkpoint
-from stream_ae.datasets import LabelledDataset, load_dataset
-from stream_ae.scorer import Scorer
-from stream_ae.threshold import seeded_threshold
+from stream_ae.model.checkpoint import Checkpoint, load_checkpoint
+from stream_ae.model.datasets import LabelledDataset, load_dataset
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.pipeline.threshold.adaptive import seeded_threshold
 
 THRESHOLD_KS = (1, 2, 3)
 HEADLINE_K = 3
@@ -63,7 +63,7 @@ def score_events(checkpoint: Checkpoint, values: np.ndarray, device: str = "auto
         float32 ``(events,)``: the model's score (mean squared reconstruction error of the
         standardised event, or the VAE's negative ELBO when the checkpoint asks for it).
     """
-    scorer = Scorer(checkpoint, device)
+    scorer = AutoencoderScorer(checkpoint, device)
     parts = [scorer.score(np.ascontiguousarray(values[start:start + SCORE_BATCH])).errors
              for start in range(0, len(values), SCORE_BATCH)]
     return np.concatenate(parts) if parts else np.empty(0, np.float32)

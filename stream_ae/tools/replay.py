@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from stream_ae.codec import encode_binary, encode_event
-from stream_ae.config import KafkaSettings
-from stream_ae.datasets import LabelledDataset
-from stream_ae.sink import KafkaSink
+from stream_ae.pipeline.codec import encode_binary, encode_event
+from stream_ae.model.datasets import LabelledDataset
+from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.kafka.options import Connection
 
 LABEL_HEADER = "label"
 FLUSH_EVERY = 10_000  # events between waits for acknowledgements, bounding memory
@@ -35,7 +35,7 @@ class ReplayReport:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
 
-def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, topic: str,
+def replay(dataset: LabelledDataset, rows: np.ndarray, connection: Connection, topic: str,
            rate_eps: float | None = None, progress: bool = True,
            payload_format: str = "json") -> ReplayReport:
     """Produce the given rows of ``dataset`` into ``topic`` as events.
@@ -47,12 +47,12 @@ def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, top
     Args:
         dataset: the rows' source.
         rows: int ``(events,)`` row indices, in the order to send.
-        kafka: connection settings.
+        connection: how to reach the cluster.
         topic: target topic.
         rate_eps: events per second; None sends as fast as the producer can.
         progress: show a progress bar on stderr.
         payload_format: ``json`` (with the id field) or ``binary`` (the compact float32
-            payload of :mod:`stream_ae.codec`; the id travels only as the record key).
+            payload of :mod:`stream_ae.pipeline.codec`; the id travels only as the record key).
 
     Raises:
         DeliveryError: the broker refused or did not acknowledge some records.
@@ -60,7 +60,7 @@ def replay(dataset: LabelledDataset, rows: np.ndarray, kafka: KafkaSettings, top
     """
     if payload_format not in ("json", "binary"):
         raise ValueError(f"payload format must be json or binary, not {payload_format!r}")
-    sink = KafkaSink(kafka, topics=[topic])
+    sink = KafkaSink(connection, topics=[topic])
     window = dataset.kind == "window"
     labels = dataset.labels if dataset.labels is not None else np.zeros(len(dataset.values), np.int8)
     started = time.perf_counter()

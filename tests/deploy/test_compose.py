@@ -160,7 +160,7 @@ def test_cpu_variant_removes_every_gpu_reservation(compose):
 
 def test_detector_settings_in_the_container(compose, monkeypatch):
     """deploy/config.yaml + the compose environment, through the product's loader."""
-    from stream_ae.config import load_settings
+    from stream_ae.service.config import load_settings
 
     detector = compose["services"]["detector"]
     for key in [k for k in os.environ if k.startswith("STREAM_AE_")]:

@@ -48,12 +48,12 @@ import numpy as np
 import pytest
 import yaml
 
-from stream_ae.broker import free_port
-from stream_ae.codec import encode_event
-from stream_ae.datasets import synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.sink import KafkaSink
-from stream_ae.topics import ensure_topics
+from stream_ae.kafka.local_broker import free_port
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.kafka.topics import ensure_topics
 from tests.conftest import detector_settings, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -263,7 +263,7 @@ class Producer(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        sink = KafkaSink(self.settings.kafka)
+        sink = KafkaSink(self.settings.kafka.connection())
         rows = np.random.default_rng(0).permutation(len(self.dataset.values))
         tick, chunk, malformed = 0.1, EVENTS_PER_SECOND // 10, 0
         try:
@@ -298,11 +298,11 @@ def live_prometheus(broker, synthetic_checkpoint, tmp_path_factory):
     names = lambda base: f"{base}-{suffix}"  # noqa: E731
     settings = detector_settings(broker, names, checkpoint_path)
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 3, settings.topics.alerts: 1,
+    ensure_topics(settings.kafka.connection(), {topic: 3, settings.topics.alerts: 1,
                                    settings.topics.dead_letter: 1, settings.topics.scores: 3})
 
     with BackgroundDetector(settings, checkpoint) as running:
-        detector = running.detector
+        detector = running.daemon
         wait_for(lambda: detector.server is not None, 30, "the metrics server")
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")

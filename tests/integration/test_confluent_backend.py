@@ -11,16 +11,17 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_ae.alerts import REASON_HEADER
-from stream_ae.codec import encode_binary
-from stream_ae.detector import BackgroundDetector
-from stream_ae.topics import ensure_topics, read_topic
+from stream_ae.pipeline.alerts import REASON_HEADER
+from stream_ae.pipeline.codec import encode_binary
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.topics import ensure_topics, read_topic
 from tests.conftest import committed_total, detector_settings
 from tests.integration.test_detector import DATASET, events, produce
 
 pytestmark = pytest.mark.integration
-confluent_client = pytest.importorskip("stream_ae.confluent_client",
-                                       reason="confluent-kafka is not installed (the 'confluent' extra)")
+pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed (the 'confluent' extra)")
+from stream_ae.kafka.confluent.sink import ConfluentSink  # noqa: E402 (needs confluent-kafka)
+from stream_ae.kafka.confluent.source import ConfluentSource  # noqa: E402
 
 
 def confluent_settings(broker, topic_names, path, **overrides):
@@ -31,29 +32,30 @@ def test_events_in_alerts_out_and_dead_letters(broker, topic_names, synthetic_ch
     checkpoint, path = synthetic_checkpoint
     settings = confluent_settings(broker, topic_names, path)
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka.connection(), {topic: 2})
     rows = np.random.default_rng(1).permutation(checkpoint.training["split"]["test"])[:400]
     bad = {b"not json": "invalid_json", encode_binary(np.ones(5)): "binary_wrong_count"}
     produce(settings, topic, events(rows[:200]) + list(bad) + [encode_binary(DATASET.values[r]) for r in rows[200:]])
 
     with BackgroundDetector(settings, checkpoint) as running:
-        assert isinstance(running.detector.source, confluent_client.ConfluentSource)
-        assert isinstance(running.detector.sink, confluent_client.ConfluentSink)
+        assert isinstance(running.daemon.source, ConfluentSource)
+        assert isinstance(running.daemon.sink, ConfluentSink)
         totals = running.wait_accounted(402)
-        lag = running.detector.source.lag()
-        connected = running.detector.source.connected()
+        lag = running.daemon.source.lag()
+        connected = running.daemon.source.connected()
 
     assert totals == {"events_in": 402, "events_scored": 400, "dead_lettered": 2, "alerts": totals["alerts"]}
     assert connected and set(lag) == {(topic, 0), (topic, 1)} and all(v >= 0 for v in lag.values())
-    alerts = [orjson.loads(r.value) for r in read_topic(settings.kafka, settings.topics.alerts, totals["alerts"])]
+    alerts = [orjson.loads(r.value)
+              for r in read_topic(settings.kafka.connection(), settings.topics.alerts, totals["alerts"])]
     assert len(alerts) == totals["alerts"] > 0
     labels = dict(zip(rows.tolist(), DATASET.labels[rows].tolist()))
     flagged = [labels[int(a["event_id"].removeprefix("row-"))] for a in alerts if a["event_id"]]
     assert np.mean(flagged) > 0.5, "most alerts are anomalies"
     assert all(a["key"] == f"{a['topic']}-{a['partition']}-{a['offset']}" for a in alerts)
-    dead = read_topic(settings.kafka, settings.topics.dead_letter, 2)
+    dead = read_topic(settings.kafka.connection(), settings.topics.dead_letter, 2)
     assert {r.value: dict(r.headers)[REASON_HEADER].decode() for r in dead} == bad
-    scores = read_topic(settings.kafka, settings.topics.scores, 400)
+    scores = read_topic(settings.kafka.connection(), settings.topics.scores, 400)
     assert len({r.key for r in scores}) == 400
 
 
@@ -61,10 +63,10 @@ def test_rewind_reads_a_batch_again(broker, topic_names, synthetic_checkpoint):
     checkpoint, path = synthetic_checkpoint
     settings = confluent_settings(broker, topic_names, path)
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 1})
+    ensure_topics(settings.kafka.connection(), {topic: 1})
     produce(settings, topic, events(checkpoint.training["split"]["test"][:50]))
     assigned: list = []
-    source = confluent_client.ConfluentSource(settings.kafka, [topic], settings.consumer, assigned.extend)
+    source = ConfluentSource(settings.kafka.connection(), [topic], settings.consumer.options(), assigned.extend)
     try:
         first = source.poll_batch()
         for _ in range(200):
@@ -84,14 +86,14 @@ def test_rewind_reads_a_batch_again(broker, topic_names, synthetic_checkpoint):
 
 
 def test_both_sinks_put_a_key_on_the_same_partition_and_time_its_acknowledgement(broker, topic_names):
-    from stream_ae.config import KafkaSettings
-    from stream_ae.sink import KafkaSink
+    from stream_ae.kafka.kafka_python.sink import KafkaSink
+    from stream_ae.kafka.options import Connection
 
-    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    connection = Connection(broker.bootstrap_servers)
     topic = topic_names("alerts")
-    ensure_topics(kafka, {topic: 5})
+    ensure_topics(connection, {topic: 5})
     keys = [f"events-{n % 3}-{n * 7}".encode() for n in range(60)]
-    for sink in (KafkaSink(kafka), confluent_client.ConfluentSink(kafka)):
+    for sink in (KafkaSink(connection), ConfluentSink(connection)):
         sink.send(topic, b"warm-up", b"")
         sink.flush()  # connected, producer id granted: what is timed next is one round trip
         for key in keys:
@@ -103,7 +105,7 @@ def test_both_sinks_put_a_key_on_the_same_partition_and_time_its_acknowledgement
         assert sealed_at <= delivery.acknowledged_at() < sealed_at + 0.4
         sink.close()
     placed: dict[bytes, set[int]] = {}
-    for record in read_topic(kafka, topic, 2 * len(keys) + 2):
+    for record in read_topic(connection, topic, 2 * len(keys) + 2):
         placed.setdefault(record.key, set()).add(record.partition)
     assert len(placed) == len(keys) + 1
     assert all(len(partitions) == 1 for partitions in placed.values()), "one partition per key, both clients"

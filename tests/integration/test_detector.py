@@ -17,14 +17,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.alerts import REASON_HEADER, SOURCE_HEADER
-from stream_ae.broker import free_port
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.sink import KafkaSink
-from stream_ae.threshold import seeded_threshold
-from stream_ae.topics import ensure_topics, read_topic
+from stream_ae.pipeline.alerts import REASON_HEADER, SOURCE_HEADER
+from stream_ae.kafka.local_broker import free_port
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.pipeline.threshold.adaptive import seeded_threshold
+from stream_ae.kafka.topics import ensure_topics, read_topic
 from tests.conftest import committed_total, detector_settings, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ DATASET = synthetic_transactions(rows=6000)  # the rows the synthetic checkpoint
 
 
 def produce(settings, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
-    sink = KafkaSink(settings.kafka)
+    sink = KafkaSink(settings.kafka.connection())
     for index, value in enumerate(values):
         sink.send(topic, keys[index] if keys else None, value)
     sink.flush()
@@ -55,7 +55,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
     checkpoint, path = synthetic_checkpoint
     settings = detector_settings(broker, topic_names, path)
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka.connection(), {topic: 2})
     test_rows = checkpoint.training["split"]["test"]
     rows = np.random.default_rng(0).permutation(test_rows)[:600]
     labels = DATASET.labels[rows]
@@ -63,7 +63,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
 
     with BackgroundDetector(settings, checkpoint) as running:
         totals = running.wait_accounted(len(rows) + 1)
-        port = running.detector.server.port
+        port = running.daemon.server.port
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
         ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status
         metrics = scrape(port)
@@ -71,7 +71,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
     assert totals == {"events_in": 601, "events_scored": 600, "dead_lettered": 1,
                       "alerts": totals["alerts"]}
     alerts = [orjson.loads(r.value) | {"_key": r.key.decode()}
-              for r in read_topic(settings.kafka, settings.topics.alerts, totals["alerts"])]
+              for r in read_topic(settings.kafka.connection(), settings.topics.alerts, totals["alerts"])]
     assert len(alerts) == totals["alerts"] > 0
     flagged = set()
     for alert in alerts:
@@ -89,7 +89,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
     assert alerted[labels == 1].mean() > 0.5, "most anomalies raise an alert"
     assert labels[alerted].mean() > 0.5, "most alerts are anomalies"
 
-    scores = read_topic(settings.kafka, settings.topics.scores, 600)
+    scores = read_topic(settings.kafka.connection(), settings.topics.scores, 600)
     assert len({r.key for r in scores}) == 600
 
     assert health == ready == 200
@@ -133,31 +133,31 @@ def crash_before_acknowledgement(sink_class: type) -> type:
 def test_offsets_are_committed_only_after_alerts_are_acknowledged(broker, topic_names, synthetic_checkpoint,
                                                                  client):
     if client == "confluent-kafka":
-        sink_class = pytest.importorskip("stream_ae.confluent_client",
+        sink_class = pytest.importorskip("stream_ae.kafka.confluent.sink",
                                          reason="confluent-kafka is not installed").ConfluentSink
     else:
         sink_class = KafkaSink
     checkpoint, path = synthetic_checkpoint
     settings = detector_settings(broker, topic_names, path, kafka={"client": client})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 1})
+    ensure_topics(settings.kafka.connection(), {topic: 1})
     rows = checkpoint.training["split"]["test"][:200]
     produce(settings, topic, events(rows))
 
     crashing = BackgroundDetector(settings, checkpoint,
-                               sink=crash_before_acknowledgement(sink_class)(settings.kafka))
+                               sink=crash_before_acknowledgement(sink_class)(settings.kafka.connection()))
     crashing.start().thread.join(60)  # it joins the group, reads a batch, and dies at the flush
     assert isinstance(crashing.error, Crash)
-    registry = crashing.detector.metrics.registry
+    registry = crashing.daemon.metrics.registry
     assert registry.get_sample_value("stream_ae_batch_size_events_sum") > 0, "it had read a batch"
-    assert crashing.detector.metrics.totals()["events_in"] == 0, "a batch counts once it is done"
+    assert crashing.daemon.metrics.totals()["events_in"] == 0, "a batch counts once it is done"
     assert committed_total(settings, topic, 1) == 0, "nothing may be committed before the ack"
 
     with BackgroundDetector(settings, checkpoint) as restarted:
         totals = restarted.wait_accounted(200)
     assert totals["events_in"] == 200, "the unacknowledged batch is read again"
     assert committed_total(settings, topic, 1) == 200
-    keys = {r.key for r in read_topic(settings.kafka, settings.topics.scores, 200)}
+    keys = {r.key for r in read_topic(settings.kafka.connection(), settings.topics.scores, 200)}
     assert keys == {f"{topic}-0-{offset}".encode() for offset in range(200)}
 
 
@@ -166,7 +166,7 @@ def test_malformed_records_reach_the_dead_letter_topic_and_nothing_is_lost(broke
     checkpoint, path = synthetic_checkpoint
     settings = detector_settings(broker, topic_names, path, events={"max_record_bytes": 4000})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 3})
+    ensure_topics(settings.kafka.connection(), {topic: 3})
     good = events(checkpoint.training["split"]["test"][:100])
     row = orjson.loads(good[0])
     bad = {
@@ -188,7 +188,7 @@ def test_malformed_records_reach_the_dead_letter_topic_and_nothing_is_lost(broke
     assert totals["events_in"] == len(values) == totals["events_scored"] + totals["dead_lettered"]
     assert totals["events_scored"] == 100 and totals["dead_lettered"] == len(bad)
 
-    dead = read_topic(settings.kafka, settings.topics.dead_letter, len(bad))
+    dead = read_topic(settings.kafka.connection(), settings.topics.dead_letter, len(bad))
     assert len(dead) == len(bad)
     for record in dead:
         headers = dict(record.headers)
@@ -197,7 +197,7 @@ def test_malformed_records_reach_the_dead_letter_topic_and_nothing_is_lost(broke
         source_topic, partition, offset = headers[SOURCE_HEADER].decode().rsplit("-", 2)
         assert source_topic == topic and int(offset) >= 0
     assert Counter(dict(r.headers)[REASON_HEADER].decode() for r in dead) == Counter(bad.values())
-    assert len(read_topic(settings.kafka, settings.topics.scores, 100)) == 100
+    assert len(read_topic(settings.kafka.connection(), settings.topics.scores, 100)) == 100
 
 
 def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_names, synthetic_checkpoint):
@@ -206,12 +206,12 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
     settings = detector_settings(broker, topic_names, path, consumer={"max_batch_size": 100},
                                  threshold={"half_life_events": 300, "warmup_events": 0})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 1})
+    ensure_topics(settings.kafka.connection(), {topic: 1})
     normal_rows = checkpoint.training["split"]["validation"]
     rng = np.random.default_rng(5)
 
     with BackgroundDetector(settings, checkpoint) as running:
-        registry = running.detector.metrics.registry
+        registry = running.daemon.metrics.registry
         gauge = lambda: registry.get_sample_value("stream_ae_threshold", {"topic": topic, "partition": "0"})  # noqa: E731
         sent = 0
 
@@ -225,18 +225,18 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
         settled = phase(events(rng.choice(normal_rows, 1500)))
         burst = DATASET.values.copy()
         burst[:, :10] += 15 * checkpoint.scaler_std[:10]
-        alerts_before = running.detector.metrics.totals()["alerts"]
+        alerts_before = running.daemon.metrics.totals()["alerts"]
         after_burst = phase(events(rng.choice(normal_rows, 400), burst))
-        assert running.detector.metrics.totals()["alerts"] - alerts_before == 400, "every burst event flagged"
+        assert running.daemon.metrics.totals()["alerts"] - alerts_before == 400, "every burst event flagged"
         assert after_burst == settled, "a burst of anomalies must not move the threshold"
 
         shifted = (DATASET.values + rng.normal(scale=0.5, size=DATASET.values.shape)
                    * checkpoint.scaler_std).astype(np.float32)
         shifted_rows = rng.choice(normal_rows, 3000)
-        alerts_before = running.detector.metrics.totals()["alerts"]
+        alerts_before = running.daemon.metrics.totals()["alerts"]
         after_shift = phase(events(shifted_rows, shifted))
-        shift_alerts = running.detector.metrics.totals()["alerts"] - alerts_before
-        shifted_errors = running.detector.scorer.score(shifted[shifted_rows[-1500:]]).errors
+        shift_alerts = running.daemon.metrics.totals()["alerts"] - alerts_before
+        shifted_errors = running.daemon.served.scorer.score(shifted[shifted_rows[-1500:]]).errors
     # the bar moved to where the shifted stream's own statistics put it
     target = seeded_threshold(shifted_errors, settings.threshold.k, settings.threshold.scale)
     assert abs(after_shift - settled) > 0.2 * settled, "the threshold moved with the stream"
@@ -249,7 +249,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(broker, topic_names, 
     port = free_port()
     settings = detector_settings(broker, topic_names, path, metrics={"port": port})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka.connection(), {topic: 2})
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     process = subprocess.Popen([sys.executable, "-m", "stream_ae", "run", "--config", str(config)],

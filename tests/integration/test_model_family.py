@@ -6,14 +6,14 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_ae.checkpoint import save_checkpoint
-from stream_ae.datasets import synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.evaluate import score_events
-from stream_ae.models import MODEL_BUILDERS
-from stream_ae.replay import event_id, replay
-from stream_ae.topics import ensure_topics, read_topic
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.model.checkpoint import save_checkpoint
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.evaluate import score_events
+from stream_ae.model.autoencoders import MODEL_BUILDERS
+from stream_ae.tools.replay import event_id, replay
+from stream_ae.kafka.topics import ensure_topics, read_topic
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 from tests.conftest import detector_settings
 from tests.test_models import synthetic_windows
 
@@ -32,15 +32,16 @@ def test_each_model_scores_every_streamed_event(name, hparams, broker, topic_nam
     save_checkpoint(checkpoint, path)
     settings = detector_settings(broker, topic_names, path)
     topic, scores_topic = settings.topics.input[0], settings.topics.scores
-    ensure_topics(settings.kafka, {topic: 2, scores_topic: 1})
+    ensure_topics(settings.kafka.connection(), {topic: 2, scores_topic: 1})
     rows = np.asarray(checkpoint.training["split"]["test"])[:EVENTS]
 
     with BackgroundDetector(settings, checkpoint) as running:
-        replay(dataset, rows, settings.kafka, topic, progress=False)
+        replay(dataset, rows, settings.kafka.connection(), topic, progress=False)
         totals = running.wait_accounted(len(rows))
     assert totals["events_scored"] == len(rows) and totals["dead_lettered"] == 0
 
-    records = [orjson.loads(record.value) for record in read_topic(settings.kafka, scores_topic, len(rows))]
+    records = [orjson.loads(record.value)
+               for record in read_topic(settings.kafka.connection(), scores_topic, len(rows))]
     streamed = {record["event_id"]: record for record in records}
     assert set(streamed) == {event_id(dataset, row) for row in rows}
     assert {record["model"] for record in records} == {name}

@@ -14,10 +14,10 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.broker import free_port
-from stream_ae.config import Settings
-from stream_ae.sink import KafkaSink
-from stream_ae.topics import read_topic
+from stream_ae.kafka.local_broker import free_port
+from stream_ae.service.config import Settings
+from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.kafka.topics import read_topic
 from tests.conftest import wait_for
 
 
@@ -86,7 +86,7 @@ class DaemonProcess:
 def produce_values(settings: Settings, topic: str, values: list[bytes],
                    keys: list[bytes | None] | None = None, flush_every: int = 20_000) -> None:
     """Produce records and wait for their acknowledgement."""
-    sink = KafkaSink(settings.kafka)
+    sink = KafkaSink(settings.kafka.connection())
     try:
         for index, value in enumerate(values):
             sink.send(topic, keys[index] if keys else None, value)
@@ -100,4 +100,4 @@ def produce_values(settings: Settings, topic: str, values: list[bytes],
 def read_json(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[dict]:
     """The JSON values of a topic's records, with their record key as ``_key``."""
     return [orjson.loads(r.value) | {"_key": r.key.decode()}
-            for r in read_topic(settings.kafka, topic, expected, timeout_s)]
+            for r in read_topic(settings.kafka.connection(), topic, expected, timeout_s)]

@@ -18,13 +18,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
-from stream_ae.alerts import REASON_HEADER
-from stream_ae.checkpoint import save_checkpoint
-from stream_ae.codec import REASONS
-from stream_ae.datasets import CARD_FEATURES, LabelledDataset
-from stream_ae.detector import BackgroundDetector
-from stream_ae.topics import ensure_topics
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.pipeline.alerts import REASON_HEADER
+from stream_ae.model.checkpoint import save_checkpoint
+from stream_ae.pipeline.codec import REASONS
+from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 from tests.conftest import detector_settings
 from tests.reliability.conftest import produce_values
 
@@ -44,14 +44,14 @@ class Stream:
     def __init__(self, running: BackgroundDetector, settings) -> None:
         self.running = running
         self.settings = settings
-        self.dead = KafkaConsumer(**settings.kafka.client_options(), group_id=None,
+        self.dead = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=None,
                                   enable_auto_commit=False, fetch_max_wait_ms=20)
         self.dead.assign([TopicPartition(settings.topics.dead_letter, 0)])
         self.dead.seek_to_beginning()
 
     def send(self, records: list[tuple[bytes, str | None]]) -> None:
         """Produce ``(value, expected reason or None for valid)`` and check the outcome."""
-        before = self.running.detector.metrics.totals()
+        before = self.running.daemon.metrics.totals()
         produce_values(self.settings, self.settings.topics.input[0], [value for value, _ in records])
         after = self.running.wait_accounted(before["events_in"] + len(records))
         expected_dead = [(value, reason) for value, reason in records if reason is not None]
@@ -89,7 +89,7 @@ def streams(broker, synthetic_checkpoint, tmp_path_factory):
         settings = detector_settings(broker, names, ckpt_path,
                                      events={"max_record_bytes": MAX_BYTES},
                                      topics={"scores": None, "state": None})
-        ensure_topics(settings.kafka, {settings.topics.input[0]: 2, settings.topics.dead_letter: 1})
+        ensure_topics(settings.kafka.connection(), {settings.topics.input[0]: 2, settings.topics.dead_letter: 1})
         running = BackgroundDetector(settings, ckpt).__enter__()
         opened[kind] = (Stream(running, settings), running)
     yield {kind: stream for kind, (stream, _) in opened.items()}

@@ -8,11 +8,11 @@ import urllib.request
 
 import pytest
 
-from stream_ae.broker import LocalBroker
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.topics import ensure_topics
+from stream_ae.kafka.local_broker import LocalBroker
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.topics import ensure_topics
 from tests.conftest import detector_settings, wait_for
 from tests.reliability.conftest import produce_values
 
@@ -34,10 +34,10 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
     settings = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")})
     topics = {settings.topics.input[0]: 2, settings.topics.alerts: 1, settings.topics.dead_letter: 1,
               settings.topics.scores: 2, settings.topics.state: 1}
-    ensure_topics(settings.kafka, topics)
+    ensure_topics(settings.kafka.connection(), topics)
     try:
         with BackgroundDetector(settings, checkpoint) as running:
-            detector, port = running.detector, running.detector.server.port
+            detector, port = running.daemon, running.daemon.server.port
             produce_values(settings, settings.topics.input[0], values[:500])
             running.wait_accounted(500)
             assert readyz(port) == 200
@@ -52,7 +52,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
 
             # the broker is memory-only: it comes back empty, so the topics are created again
             broker = LocalBroker(port=broker.port, log_path=tmp_path / "broker.log").start()
-            ensure_topics(settings.kafka, topics)
+            ensure_topics(settings.kafka.connection(), topics)
             produce_values(settings, settings.topics.input[0], values[500:])
             wait_for(lambda: readyz(port) == 200, 60, "/readyz to report ready again")
             totals = running.wait_accounted(1000, timeout_s=120)

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.topics import ensure_topics, read_topic
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.kafka.topics import ensure_topics, read_topic
 from tests.conftest import committed_total, detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values, read_json
 
@@ -29,7 +29,7 @@ def test_sigkill_at_random_points_loses_nothing(broker, topic_names, synthetic_c
     settings = detector_settings(broker, topic_names, path, consumer={"max_batch_size": BATCH},
                                  topics={"state": topic_names("state")})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: PARTITIONS})
+    ensure_topics(settings.kafka.connection(), {topic: PARTITIONS})
     dataset = synthetic_transactions(rows=6000)
     rows = np.random.default_rng(11).integers(0, len(dataset.values), EVENTS)
     values = [encode_event(dataset.values[row], CARD_FEATURES, False, f"e{i}") for i, row in enumerate(rows)]
@@ -64,7 +64,8 @@ def test_sigkill_at_random_points_loses_nothing(broker, topic_names, synthetic_c
     distinct = {score["_key"] for score in scores}
     flagged = {score["_key"] for score in scores if score["anomaly"]}
     alert_keys = {alert["_key"] for alert in alerts}
-    source_keys = {f"{r.topic}-{r.partition}-{r.offset}" for r in read_topic(settings.kafka, topic, None)}
+    source_keys = {f"{r.topic}-{r.partition}-{r.offset}"
+                   for r in read_topic(settings.kafka.connection(), topic, None)}
     lost = len(source_keys - distinct)
     duplicated = len(scores) - len(distinct)
     missing_alerts = len(flagged - alert_keys)

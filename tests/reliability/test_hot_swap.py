@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from stream_ae.checkpoint import save_checkpoint
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, LabelledDataset, synthetic_transactions
-from stream_ae.topics import ensure_topics
-from stream_ae.training import TrainingOptions, train_autoencoder
+from stream_ae.model.checkpoint import save_checkpoint
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset, synthetic_transactions
+from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 from tests.conftest import detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values, read_json
 
@@ -33,7 +33,7 @@ def test_checkpoint_swaps_on_sighup_and_file_change_and_refuses_incompatible(
     settings = detector_settings(broker, topic_names, served, model={"reload_check_s": 0.5},
                                  topics={"state": topic_names("state")})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka.connection(), {topic: 2})
     values = [encode_event(dataset.values[row], CARD_FEATURES, False, f"e{row}") for row in range(900)]
     daemon = DaemonProcess(settings, tmp_path).start().wait_ready()
     scored = lambda: daemon.value("stream_ae_events_scored_total")  # noqa: E731

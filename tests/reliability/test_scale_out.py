@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.topics import ensure_topics, read_topic
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.kafka.topics import ensure_topics, read_topic
 from tests.conftest import committed_offsets, detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values, read_json
 
@@ -77,7 +77,7 @@ def rebalance_log(daemon: DaemonProcess, since: int = 0) -> list[tuple[str, list
 
 def per_partition(settings, topic: str, expected: int) -> dict[int, int]:
     """How many records each partition of ``topic`` holds (read back from the broker)."""
-    records = read_topic(settings.kafka, topic, expected, 60)
+    records = read_topic(settings.kafka.connection(), topic, expected, 60)
     assert len(records) == expected, f"read {len(records)} of {expected} records of {topic}"
     counts = Counter(record.partition for record in records)
     return {p: counts.get(p, 0) for p in range(PARTITIONS)}
@@ -109,7 +109,7 @@ def split_group(broker, topic_names, path: Path, workdir: Path, attempt: int):
     settings = settings.model_copy(update={"consumer": settings.consumer.model_copy(
         update={"group_id": f"{settings.consumer.group_id}-try{attempt}"})})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: PARTITIONS})
+    ensure_topics(settings.kafka.connection(), {topic: PARTITIONS})
     first = DaemonProcess(settings, workdir, f"split{attempt}-a").start()
     second = DaemonProcess(settings, workdir, f"split{attempt}-b").start()
     deadline = time.monotonic() + SPLIT_TIMEOUT_S
@@ -162,7 +162,8 @@ def test_two_daemons_in_one_group_split_the_partitions(broker, topic_names, synt
 
     scores = read_json(settings, settings.topics.scores, None, 120)
     per_key = Counter(score["_key"] for score in scores)
-    source_keys = {f"{r.topic}-{r.partition}-{r.offset}" for r in read_topic(settings.kafka, topic, EVENTS, 60)}
+    source_keys = {f"{r.topic}-{r.partition}-{r.offset}"
+                   for r in read_topic(settings.kafka.connection(), topic, EVENTS, 60)}
     duplicates = sum(n - 1 for n in per_key.values())
     moved = {partition for log in during for what, keys_ in log if what == "revoked" for _, partition in keys_}
     print(f"\nscale-out (group): partitions={PARTITIONS} daemon_a={sorted(parts[0])} "
@@ -201,7 +202,7 @@ def test_static_assignment_splits_exactly_and_resumes_from_committed_offsets(
 
     settings = [settings_for(half) for half in halves]
     assert settings[0].consumer.group_id == settings[1].consumer.group_id == base.consumer.group_id
-    ensure_topics(base.kafka, {topic: PARTITIONS})
+    ensure_topics(base.kafka.connection(), {topic: PARTITIONS})
     first = DaemonProcess(settings[0], tmp_path, "static-a").start()
     second = DaemonProcess(settings[1], tmp_path, "static-b").start()
     restarted = DaemonProcess(settings[0], tmp_path, "static-a2")
@@ -245,7 +246,8 @@ def test_static_assignment_splits_exactly_and_resumes_from_committed_offsets(
     total = EVENTS + RESTART_EVENTS
     scores = read_json(base, base.topics.scores, None, 120)
     per_key = Counter(score["_key"] for score in scores)
-    source_keys = {f"{r.topic}-{r.partition}-{r.offset}" for r in read_topic(base.kafka, topic, total, 60)}
+    source_keys = {f"{r.topic}-{r.partition}-{r.offset}"
+                   for r in read_topic(base.kafka.connection(), topic, total, 60)}
     duplicates = sum(n - 1 for n in per_key.values())
     print(f"\nscale-out (static): daemon_a={halves[0]} daemon_b={halves[1]} events={EVENTS} "
           f"scored_a={scored[0]} scored_b={scored[1]} duplicates={duplicates}; after restart: "

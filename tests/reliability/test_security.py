@@ -14,12 +14,12 @@ import urllib.request
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from stream_ae.broker import free_port
-from stream_ae.codec import encode_event
-from stream_ae.config import ConfigError, Settings, load_settings
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.topics import ensure_topics
+from stream_ae.kafka.local_broker import free_port
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.service.config import ConfigError, Settings, load_settings
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.topics import ensure_topics
 from tests.conftest import detector_settings, wait_for
 from tests.reliability.conftest import DaemonProcess, produce_values
 
@@ -50,7 +50,7 @@ def test_sasl_and_tls_settings_from_yaml_and_env_reach_the_client_options(tmp_pa
     config = tmp_path / "config.yaml"
     config.write_text(SECURITY_YAML)
 
-    options = load_settings(config).kafka.client_options()
+    options = load_settings(config).kafka.connection().kafka_python()
     assert options == {
         "bootstrap_servers": ["broker-1.example:9093", "broker-2.example:9093"],
         "client_id": "stream-ae",
@@ -72,7 +72,7 @@ def test_sasl_and_tls_settings_from_yaml_and_env_reach_the_client_options(tmp_pa
     monkeypatch.setenv("STREAM_AE_KAFKA__SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("STREAM_AE_KAFKA__SSL_CAFILE", "/run/secrets/ca.pem")
     settings = load_settings(config)
-    options = settings.kafka.client_options()
+    options = settings.kafka.connection().kafka_python()
     assert options["sasl_plain_password"] == ENV_SECRET
     assert options["sasl_mechanism"] == "PLAIN"
     assert options["security_protocol"] == "SSL"
@@ -80,7 +80,8 @@ def test_sasl_and_tls_settings_from_yaml_and_env_reach_the_client_options(tmp_pa
     assert options["sasl_plain_username"] == "stream-ae"  # still from the file
 
     # the settings' printable forms mask the secret
-    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.kafka)):
+    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.kafka),
+                 repr(settings.kafka.connection())):
         assert ENV_SECRET not in text and SECRET not in text
     assert f'"sasl_password":"{MASK}"' in settings.model_dump_json()
 
@@ -100,16 +101,16 @@ def test_an_in_process_detector_passes_the_secret_to_its_clients_and_never_logs_
     settings = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")}, kafka={
         "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "detector", "sasl_password": SECRET})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka.connection(), {topic: 2})
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="kafka")  # kafka-python's own INFO lines too
     with BackgroundDetector(settings, checkpoint) as running:
         produce_values(settings, topic, some_events(200))
         totals = running.wait_accounted(200)
-        consumer_config = running.detector.source.consumer.config
-        producer_config = running.detector.sink.producer.config
+        consumer_config = running.daemon.source.consumer.config
+        producer_config = running.daemon.sink.producer.config
         metrics_text = urllib.request.urlopen(
-            f"http://127.0.0.1:{running.detector.server.port}/metrics", timeout=5).read().decode()
+            f"http://127.0.0.1:{running.daemon.server.port}/metrics", timeout=5).read().decode()
     assert totals["events_scored"] == 200
     for config in (consumer_config, producer_config):
         assert config["sasl_mechanism"] == "SCRAM-SHA-256"
@@ -147,7 +148,7 @@ def test_the_daemon_never_logs_a_password_given_by_environment_even_at_debug(
     settings = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")},
                                  kafka={"sasl_username": "detector"})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka.connection(), {topic: 2})
     daemon = DebugDaemon(settings, tmp_path, "secret")
     daemon.start(env={"STREAM_AE_KAFKA__SASL_PASSWORD": ENV_SECRET,
                       "STREAM_AE_KAFKA__SASL_MECHANISM": "PLAIN"})
@@ -196,7 +197,7 @@ def test_the_metrics_server_answers_on_the_configured_address_only(broker, topic
     default = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")})
     assert default.metrics.host == "127.0.0.1"
     with BackgroundDetector(default, checkpoint) as running:
-        server = running.detector.server
+        server = running.daemon.server
         assert server.server.server_address[0] == "127.0.0.1"
         assert get(f"http://127.0.0.1:{server.port}/healthz") == 200
         assert refused("127.0.0.2", server.port)
@@ -205,7 +206,7 @@ def test_the_metrics_server_answers_on_the_configured_address_only(broker, topic
     elsewhere = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")},
                                   metrics={"host": "127.0.0.2", "port": port})
     with BackgroundDetector(elsewhere, checkpoint) as running:
-        assert running.detector.server.server.server_address == ("127.0.0.2", port)
+        assert running.daemon.server.server.server_address == ("127.0.0.2", port)
         assert get(f"http://127.0.0.2:{port}/healthz") == 200
         assert get(f"http://127.0.0.2:{port}/readyz") == 200
         assert b"stream_ae_events_consumed_total" in urllib.request.urlopen(

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.topics import ensure_topics
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.kafka.topics import ensure_topics
 from tests.conftest import detector_settings
 from tests.reliability.conftest import DaemonProcess
 
@@ -67,7 +67,7 @@ def test_one_million_events_resident_memory_stays_flat(broker, topic_names, synt
     settings = detector_settings(broker, topic_names, path, consumer={"max_batch_size": 4096},
                                  topics={"scores": None, "state": topic_names("state")})
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: PARTITIONS})
+    ensure_topics(settings.kafka.connection(), {topic: PARTITIONS})
 
     dataset = synthetic_transactions(rows=POOL)
     pool_path = tmp_path / "pool.jsonl"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ae.codec import encode_event
-from stream_ae.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.detector import BackgroundDetector
-from stream_ae.topics import ensure_topics
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.kafka.topics import ensure_topics
 from tests.conftest import detector_settings
 from tests.reliability.conftest import produce_values, read_json
 
@@ -25,17 +25,17 @@ def stream(settings, checkpoint, values: list[bytes], keys: list[bytes], restart
     restart.
     """
     topic = settings.topics.input[0]
-    ensure_topics(settings.kafka, {topic: PARTITIONS})
+    ensure_topics(settings.kafka.connection(), {topic: PARTITIONS})
     cut = restart_at or len(values)
     produce_values(settings, topic, values[:cut], keys[:cut])
     with BackgroundDetector(settings, checkpoint) as first:
         first.wait_accounted(cut)
-        at_stop = {key: first.detector.threshold.threshold(key) for key in sorted(first.detector.assigned)}
+        at_stop = {key: first.daemon.served.threshold.threshold(key) for key in sorted(first.daemon.ownership.assigned)}
     after_restart = {}
     if restart_at is not None:
         with BackgroundDetector(settings, checkpoint) as second:
-            after_restart = {key: second.detector.threshold.threshold(key)
-                             for key in sorted(second.detector.assigned)}
+            after_restart = {key: second.daemon.served.threshold.threshold(key)
+                             for key in sorted(second.daemon.ownership.assigned)}
             produce_values(settings, topic, values[cut:], keys[cut:])
             second.wait_accounted(len(values) - cut)
     scores = read_json(settings, settings.topics.scores, len(values))

@@ -1,50 +1,26 @@
-"""The producing end: alerts, scores and dead letters, and waiting for the broker's acknowledgements.
+"""The producing end with kafka-python: alerts, scores and dead letters, and waiting for the
+broker's acknowledgements.
 
-Records are sent a batch at a time: :meth:`KafkaSink.seal` closes the batch and hands back
-its :class:`Delivery`, which the loop waits on later (:meth:`Delivery.wait`), after it has
-sent the next batch's output; so the round trip to the broker overlaps with work.
+Records are sent a batch at a time (see :class:`stream_ae.kafka.ends.Sink`):
+:meth:`KafkaSink.seal` closes the batch and hands back its :class:`FutureDelivery`.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 
-from stream_ae.config import KafkaSettings
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink
+from stream_ae.kafka.options import Connection, ProducerTuning
 
 
-class DeliveryError(RuntimeError):
-    """The broker did not acknowledge every record of a batch; the batch must not be committed."""
-
-
-class Delivery(Protocol):
-    """The acknowledgement of one sealed batch of records."""
-
-    def done(self) -> bool:
-        """Whether every record of the batch has had its answer (acknowledged or refused),
-        without waiting."""
-
-    def wait(self) -> int:
-        """Wait until every record of the batch is acknowledged; returns their number.
-
-        Raises:
-            DeliveryError: a record was refused, or not acknowledged within the sink's
-                ``flush_timeout_s``.
-        """
-
-    def acknowledged_at(self) -> float:
-        """When the batch's last acknowledgement reached the client (seconds since the epoch),
-        however late the loop waits for it; the time of sealing for a batch of no records.
-        Meaningful once :meth:`wait` has returned."""
-
-
-class FutureDelivery:
+class FutureDelivery(Delivery):
     """The acknowledgement of a batch sent with kafka-python: one future per record.
 
     Args:
@@ -106,27 +82,6 @@ class Crc32Partitioner(DefaultPartitioner):
         return sorted(partitions)[zlib.crc32(serialized_key) % len(partitions)]
 
 
-class BatchingSink:
-    """What both sinks share: :meth:`flush` as sealing the open batch and waiting for it.
-
-    A subclass provides ``seal() -> Delivery``.
-    """
-
-    def seal(self) -> Delivery:
-        raise NotImplementedError
-
-    def flush(self) -> int:
-        """Seal the open batch and wait for it (up to the sink's ``flush_timeout_s``).
-
-        Returns:
-            The number of records acknowledged.
-
-        Raises:
-            DeliveryError: a record was refused or not acknowledged in time.
-        """
-        return self.seal().wait()
-
-
 def track_topics(producer: KafkaProducer, topics: Sequence[str]) -> None:
     """Have kafka-python's producer ask for the metadata of ``topics`` in every metadata
     request, as it does for a topic that was unknown when first sent to.
@@ -148,25 +103,25 @@ def track_topics(producer: KafkaProducer, topics: Sequence[str]) -> None:
     sender.wakeup()
 
 
-class KafkaSink(BatchingSink):
+class KafkaSink(Sink):
     """Sends records and reports, per batch, whether all of them were acknowledged.
 
-    The producer waits for ``acks=all`` and is idempotent, so a retried send does not
-    duplicate a record on the broker; it partitions keyed records as librdkafka does
-    (:class:`Crc32Partitioner`). After a failed batch the producer is replaced by a
-    new one: an idempotent producer whose broker lost its state (a restart) stays in a
-    fatal error otherwise.
+    The producer waits for ``acks=all`` and is idempotent (:class:`options.ProducerTuning`),
+    so a retried send does not duplicate a record on the broker; it partitions keyed records
+    as librdkafka does (:class:`Crc32Partitioner`). After a failed batch the producer is
+    replaced by a new one: an idempotent producer whose broker lost its state (a restart)
+    stays in a fatal error otherwise.
 
     Args:
-        kafka: connection and security settings.
+        connection: how to reach the cluster.
         flush_timeout_s: longest wait for the acknowledgements of one batch (seconds).
         topics: the topics this sink writes to, tracked in the producer's metadata from the
             start (see :func:`track_topics`).
     """
 
-    def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 30.0,
+    def __init__(self, connection: Connection, flush_timeout_s: float = 30.0,
                  topics: Sequence[str] = ()) -> None:
-        self.kafka = kafka
+        self.connection = connection
         self.flush_timeout_s = flush_timeout_s
         self.topics = list(topics)
         self.producer = self._new_producer()
@@ -174,13 +129,13 @@ class KafkaSink(BatchingSink):
 
     def _new_producer(self) -> KafkaProducer:
         producer = KafkaProducer(
-            **self.kafka.client_options(),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            batch_size=256 * 1024,
+            **self.connection.kafka_python(),
+            acks=ProducerTuning.acks,
+            enable_idempotence=ProducerTuning.idempotent,
+            linger_ms=ProducerTuning.linger_ms,
+            batch_size=ProducerTuning.batch_bytes,
             partitioner=Crc32Partitioner(),
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=ProducerTuning.max_request_bytes,
         )
         track_topics(producer, self.topics)
         return producer

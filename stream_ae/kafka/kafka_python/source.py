@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from itertools import chain
 from typing import Callable
 
@@ -11,34 +10,34 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from stream_ae.batching import BatchPolicy
-from stream_ae.config import ConsumerSettings, KafkaSettings
-from stream_ae.records import ConsumedBatch, PartitionKey, Record
+from stream_ae.kafka.consuming import BatchPolicy, log_failed_commit, start_reading
+from stream_ae.kafka.ends import Source
+from stream_ae.kafka.options import Connection, ConsumerOptions
+from stream_ae.kafka.records import ConsumedBatch, PartitionKey, Record
 
-log = logging.getLogger(__name__)
 
-
-def _log_commit_failure(offsets: dict, response: object) -> None:
+def _commit_answered(offsets: dict, response: object) -> None:
     """Callback of an asynchronous commit: a refusal means the records will be read again."""
     if isinstance(response, Exception):
-        log.warning("asynchronous commit of %d partitions failed (the next commit carries later "
-                    "offsets; without one, the records are read again): %s", len(offsets), response)
+        log_failed_commit(len(offsets), response, asynchronous=True)
 
 
 class _Listener(ConsumerRebalanceListener):
-    def __init__(self, on_assigned: Callable[[list[PartitionKey]], None],
-                 on_revoked: Callable[[list[PartitionKey]], None]) -> None:
-        self.on_assigned = on_assigned
-        self.on_revoked = on_revoked
+    """kafka-python's rebalance listener, handing on the partition objects gained and lost."""
+
+    def __init__(self, gained: Callable[[set[TopicPartition]], None],
+                 lost: Callable[[set[TopicPartition]], None]) -> None:
+        self.gained = gained
+        self.lost = lost
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.on_assigned([(tp.topic, tp.partition) for tp in assigned])
+        self.gained(assigned)
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.on_revoked([(tp.topic, tp.partition) for tp in revoked])
+        self.lost(revoked)
 
 
-class KafkaSource:
+class KafkaSource(Source):
     """Reads micro-batches from the input topics and commits what has been handled.
 
     Auto-commit is off: offsets move only through :meth:`commit`, which the daemon calls
@@ -48,19 +47,19 @@ class KafkaSource:
     ``on_assigned`` is then called once, from the constructor.
 
     Args:
-        kafka: connection and security settings.
+        connection: how to reach the cluster.
         topics: input topics to subscribe to.
-        consumer: group id, batch bounds, timeouts.
+        consumer: group id, batch bounds, timeouts, static partitions.
         on_assigned, on_revoked: called from inside ``poll`` with the ``(topic, partition)``
             pairs gained or lost in a rebalance.
     """
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str], consumer: ConsumerSettings,
+    def __init__(self, connection: Connection, topics: list[str], consumer: ConsumerOptions,
                  on_assigned: Callable[[list[PartitionKey]], None] = lambda keys: None,
                  on_revoked: Callable[[list[PartitionKey]], None] = lambda keys: None) -> None:
-        self.batching = BatchPolicy.from_settings(consumer)
+        self.batching = BatchPolicy.from_options(consumer)
         self.consumer = KafkaConsumer(
-            **kafka.client_options(),
+            **connection.kafka_python(),
             group_id=consumer.group_id,
             enable_auto_commit=False,
             auto_offset_reset=consumer.auto_offset_reset,
@@ -70,19 +69,18 @@ class KafkaSource:
             session_timeout_ms=consumer.session_timeout_ms,
             heartbeat_interval_ms=consumer.heartbeat_interval_ms,
         )
-        keys = consumer.static_assignment()
-        if keys:
-            self.consumer.assign([TopicPartition(topic, number) for topic, number in keys])
-            on_assigned(keys)
-        else:
-            self.consumer.subscribe(topics, listener=_Listener(on_assigned, on_revoked))
+        start_reading(
+            topics, consumer.static_partitions,
+            lambda keys: self.consumer.assign([TopicPartition(topic, number) for topic, number in keys]),
+            lambda topics, gained, lost: self.consumer.subscribe(topics, listener=_Listener(gained, lost)),
+            on_assigned, on_revoked)
 
     def _fetch(self, wanted: int, timeout_s: float) -> list[Record]:
         fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
         return list(chain.from_iterable(fetched.values()))
 
     def poll_records(self) -> list[Record]:
-        """The client's records of one micro-batch (:meth:`batching.BatchPolicy.fill`): at
+        """The client's records of one micro-batch (:meth:`consuming.BatchPolicy.fill`): at
         most ``max_batch_size``, waiting at most ``max_wait_ms``; empty when nothing
         arrived in time."""
         return self.batching.fill(self._fetch)
@@ -92,29 +90,20 @@ class KafkaSource:
         return ConsumedBatch.from_records(self.poll_records())
 
     def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
-        """Commit the given next offsets (see :meth:`ConsumedBatch.next_offsets`).
-
-        Args:
-            next_offsets: per partition, the offset after the last handled record.
-            asynchronous: send the commit and return; its outcome is logged when the reply
-                arrives during a later poll (a later or final synchronous commit covers a
-                lost one). Otherwise wait for the broker's reply.
-
-        Returns:
-            False when the group rebalanced and the commit was refused: those records will be
-            read again by the partition's new owner (at-least-once), so this is not an error.
-        """
+        """See :meth:`ends.Source.commit`; an asynchronous commit's outcome is logged when the
+        reply arrives during a later poll, a synchronous one refused after a rebalance
+        (``CommitFailedError``) returns False."""
         offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
                    for (topic, partition), offset in next_offsets.items()}
         if not offsets:
             return True
         if asynchronous:
-            self.consumer.commit_async(offsets, callback=_log_commit_failure)
+            self.consumer.commit_async(offsets, callback=_commit_answered)
             return True
         try:
             self.consumer.commit(offsets)
         except CommitFailedError as exc:
-            log.warning("commit refused after a rebalance; the batch will be read again: %s", exc)
+            log_failed_commit(len(offsets), exc, asynchronous=False)
             return False
         return True
 

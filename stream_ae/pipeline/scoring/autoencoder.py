@@ -1,54 +1,20 @@
-"""Batch → reconstruction error, with the model, the scaler and the error on the device."""
+"""The autoencoder score head: batch → reconstruction error, with the model, the scaler and
+the error on the device."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from stream_ae.checkpoint import Checkpoint
-from stream_ae.config import Settings
-from stream_ae.device import resolve_device
+from stream_ae.model.checkpoint import Checkpoint
+from stream_ae.model.device import resolve_device
+from stream_ae.pipeline.scoring.base import ScoreHead, Scores
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Scores of one batch.
-
-    Attributes:
-        errors: float32 ``(events,)``, mean squared reconstruction error of the standardised event.
-        attribution: float32 tensor ``(events, segments)`` on the scorer's device: the mean
-            squared error of each feature (for windows: each segment), in the order of
-            ``Scorer.attribution_names``.
-        top: features (segments) that :meth:`top_features` reports per event.
-    """
-
-    errors: np.ndarray
-    attribution: torch.Tensor
-    top: int
-
-    def top_features(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ``top`` features with the largest error for the given events only (alerts
-        need them for the few flagged events; a top-k over every event of the batch would
-        cost more than the model on the CPU).
-
-        Args:
-            events: int ``(k,)`` indices into the batch.
-
-        Returns:
-            ``(index, error)``: int64 ``(k, top)`` indices into ``Scorer.attribution_names``,
-            largest error first, and float32 ``(k, top)`` those errors.
-        """
-        with torch.inference_mode():
-            rows = self.attribution[torch.as_tensor(events, dtype=torch.long, device=self.attribution.device)]
-            error, index = torch.topk(rows, self.top, dim=1)
-            return index.cpu().numpy(), error.cpu().numpy()
-
-
-def _segment_names(window_length: int, segments: int) -> list[str]:
-    bounds = np.linspace(0, window_length, segments + 1).round().astype(int)
-    return [f"t{start}-t{end - 1}" for start, end in zip(bounds[:-1], bounds[1:])]
+def segment_bounds(window_length: int, segments: int) -> np.ndarray:
+    """int ``(segments + 1,)`` sample bounds splitting a window into contiguous segments of
+    near-equal length: segment ``s`` holds samples ``bounds[s]`` to ``bounds[s + 1] - 1``."""
+    return np.linspace(0, window_length, segments + 1).round().astype(int)
 
 
 def bucket_size(events: int, smallest: int = 64) -> int:
@@ -60,7 +26,7 @@ def bucket_size(events: int, smallest: int = 64) -> int:
     return max(smallest, 1 << max(events - 1, 0).bit_length())
 
 
-class Scorer:
+class AutoencoderScorer(ScoreHead):
     """Scores events with a checkpoint's model resident on one device.
 
     The whole batch goes through one forward pass under ``torch.inference_mode``:
@@ -87,7 +53,16 @@ class Scorer:
         bucket: pad batches to powers of two (see above); None: with ``compile`` or on CUDA.
 
     Raises:
-        ValueError: CUDA asked for but absent.
+        ValueError: CUDA asked for but absent, or an unknown ``precision``.
+
+    Example:
+        >>> from stream_ae.model.datasets import synthetic_transactions
+        >>> from stream_ae.model.training import TrainingOptions, train_autoencoder
+        >>> data = synthetic_transactions(rows=600)
+        >>> checkpoint = train_autoencoder(data, TrainingOptions(epochs=1, progress=False))
+        >>> scores = AutoencoderScorer(checkpoint, "cpu").score(data.values[:4])
+        >>> scores.errors.shape, scores.top_features(np.array([0]))[0].shape
+        ((4,), (1, 3))
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", top: int = 3,
@@ -103,8 +78,8 @@ class Scorer:
         width = checkpoint.input_dim
         if checkpoint.kind == "window":
             self.segments = min(window_segments, width)
-            self.attribution_names = _segment_names(width, self.segments)
-            bounds = np.linspace(0, width, self.segments + 1).round().astype(int)
+            bounds = segment_bounds(width, self.segments)
+            self.attribution_names = [f"t{start}-t{end - 1}" for start, end in zip(bounds[:-1], bounds[1:])]
             owner = np.repeat(np.arange(self.segments), np.diff(bounds))
             # (features, segments) averaging matrix: per-feature error @ it = per-segment error
             pooling = np.zeros((width, self.segments), np.float32)
@@ -124,13 +99,12 @@ class Scorer:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._step = torch.compile(self._errors, mode=mode, dynamic=False)
 
-    @classmethod
-    def from_settings(cls, checkpoint: Checkpoint, settings: Settings) -> "Scorer":
-        """A scorer configured by the ``model`` and ``alerts`` sections of ``settings``."""
-        model = settings.model
-        return cls(checkpoint, model.device, settings.alerts.top_features,
-                   settings.alerts.window_segments, compile=model.compile,
-                   precision=model.precision, bucket=model.bucket_batches)
+    def host_buffer(self, rows: int, width: int) -> np.ndarray:
+        """An empty float32 ``(rows, width)`` host array for a batch on its way to this scorer:
+        page-locked (pinned) memory on CUDA, so that the copy to the device is asynchronous."""
+        if self.pinned:
+            return torch.empty((rows, width), dtype=torch.float32).pin_memory().numpy()
+        return np.empty((rows, width), np.float32)
 
     def _errors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardise ``x (rows, features)`` and score it: the error ``(rows,)`` and the

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_ae.records import PartitionKey
-from stream_ae.config import ThresholdSettings
+from stream_ae.kafka.records import PartitionKey
+from stream_ae.pipeline.threshold.base import Threshold, Verdict
 
 _STD_FLOOR = 1e-12
 _ERROR_FLOOR = 1e-12  # log scale: errors at or below this count as this
@@ -109,35 +109,33 @@ class PartitionState:
         return {"mean": self.mean, "variance": self.variance, "events": self.events}
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Threshold decisions for one batch, each array of shape ``(events,)``.
-
-    Attributes:
-        flags: True where the error exceeds the threshold in force.
-        thresholds: the threshold in force for each event's partition (error units).
-        zscores: ``(error - mean) / std`` with the statistics in force, in the working scale.
-    """
-
-    flags: np.ndarray
-    thresholds: np.ndarray
-    zscores: np.ndarray
-
-
-class AdaptiveThreshold:
+class AdaptiveThreshold(Threshold):
     """Per-partition adaptive threshold; see the module docstring for the formulas.
 
     Args:
-        settings: ``k``, ``scale``, ``half_life_events`` and ``warmup_events``.
         seed_mean: mean of the errors in the working scale (see :func:`seed_statistics`).
         seed_std: their standard deviation.
+        k: the threshold is ``mean + k·std``.
+        scale: ``log`` or ``linear`` (see the module docstring).
+        half_life_events: events for a sample's weight in the statistics to halve.
+        warmup_events: events per partition judged against the seed.
+
+    Example:
+        >>> import numpy as np
+        >>> threshold = AdaptiveThreshold(seed_mean=1.0, seed_std=0.1, k=3.0, scale="linear")
+        >>> verdict = threshold.apply([("events", 0)], np.zeros(3, np.int32), np.array([1.0, 1.1, 5.0]))
+        >>> verdict.flags.tolist(), round(float(verdict.thresholds[0]), 2)
+        ([False, False, True], 1.3)
     """
 
-    def __init__(self, settings: ThresholdSettings, seed_mean: float, seed_std: float) -> None:
-        self.k = settings.k
-        self.scale = settings.scale
-        self.warmup_events = settings.warmup_events
-        self.alpha = 1.0 - 2.0 ** (-1.0 / settings.half_life_events)
+    def __init__(self, seed_mean: float, seed_std: float, k: float = 3.0, scale: str = "log",
+                 half_life_events: int = 20_000, warmup_events: int = 500) -> None:
+        if scale not in ("log", "linear"):
+            raise ValueError(f"scale must be log or linear, not {scale!r}")
+        self.k = k
+        self.scale = scale
+        self.warmup_events = warmup_events
+        self.alpha = 1.0 - 2.0 ** (-1.0 / half_life_events)
         self.seed = PartitionState(seed_mean, seed_std ** 2)
         self.states: dict[PartitionKey, PartitionState] = {}
 
@@ -152,10 +150,16 @@ class AdaptiveThreshold:
         return source.mean, max(math.sqrt(source.variance), _STD_FLOOR)
 
     @classmethod
-    def from_validation_errors(cls, settings: ThresholdSettings,
-                               validation_errors: np.ndarray) -> "AdaptiveThreshold":
-        """Seeded from a checkpoint's validation errors with :func:`seed_statistics`."""
-        return cls(settings, *seed_statistics(validation_errors, settings.k, settings.scale))
+    def from_validation_errors(cls, validation_errors: np.ndarray, k: float = 3.0, scale: str = "log",
+                               half_life_events: int = 20_000,
+                               warmup_events: int = 500) -> "AdaptiveThreshold":
+        """Seeded from a checkpoint's validation errors ``(rows,)`` with :func:`seed_statistics`.
+
+        Raises:
+            ValueError: no validation errors, or an unknown ``scale``.
+        """
+        return cls(*seed_statistics(validation_errors, k, scale), k=k, scale=scale,
+                   half_life_events=half_life_events, warmup_events=warmup_events)
 
     def threshold(self, key: PartitionKey) -> float:
         """The threshold in force for a partition, in reconstruction-error units."""

@@ -1,0 +1,177 @@
+"""The producing end with confluent-kafka (librdkafka): records sent a batch at a time, each
+acknowledgement timed as it arrives.
+
+Chosen with ``kafka.client: confluent-kafka`` (see :mod:`stream_ae.kafka.backends`); same
+promise as :class:`stream_ae.kafka.kafka_python.sink.KafkaSink` (``acks=all``, idempotent,
+a keyed record on the partition ``crc32(key) mod partitions``). A thread of the sink's own
+serves librdkafka's delivery reports, so that a batch's :meth:`TallyDelivery.acknowledged_at`
+is when its last acknowledgement came, not when the loop next looked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Sequence
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink
+from stream_ae.kafka.options import Connection, ProducerTuning
+
+log = logging.getLogger(__name__)
+
+REPORT_POLL_S = 0.05  # longest block of one Producer.poll on the reporting thread (seconds)
+
+
+class _Tally:
+    """Delivery reports of one batch of records.
+
+    ``sent`` is counted by the loop's thread and everything else by the sink's reporting
+    thread, so no field has two writers; the event is set once the batch is sealed and
+    every record has had its report (whichever thread sees that last sets it).
+    """
+
+    __slots__ = ("sent", "answered", "failures", "acknowledged_at", "sealed", "all_answered")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.answered = 0
+        self.failures: list[KafkaError] = []
+        self.acknowledged_at = 0.0  # seconds since the epoch of the last acknowledgement
+        self.sealed = False
+        self.all_answered = threading.Event()
+
+    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+        """librdkafka's delivery report of one record (served on the reporting thread)."""
+        if error is not None:
+            self.failures.append(error)
+        else:
+            self.acknowledged_at = time.time()
+        self.answered += 1
+        if self.sealed and self.answered >= self.sent:
+            self.all_answered.set()
+
+    def seal(self) -> None:
+        """No record joins the batch after this (the loop's thread)."""
+        self.acknowledged_at = max(self.acknowledged_at, time.time())
+        self.sealed = True
+        if self.answered >= self.sent:
+            self.all_answered.set()
+
+
+class _ReportServer(threading.Thread):
+    """Serves a producer's delivery reports as they come (``Producer.poll`` in a loop), so
+    that each acknowledgement is timed when it arrives, not when the loop next looks."""
+
+    def __init__(self, producer: Producer) -> None:
+        super().__init__(name="stream-ae-delivery-reports", daemon=True)
+        self.producer = producer
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.producer.poll(REPORT_POLL_S)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        self.stopping.set()
+        self.join()
+
+
+class TallyDelivery(Delivery):
+    """The acknowledgement of a batch sent with confluent-kafka (see :class:`ends.Delivery`).
+
+    Args:
+        tally: the batch's delivery reports (sealed).
+        timeout_s: longest wait for the acknowledgements (seconds).
+        on_failure: called once before :meth:`wait` raises (the sink replaces its producer).
+    """
+
+    def __init__(self, tally: _Tally, timeout_s: float, on_failure: Callable[[], None]) -> None:
+        self.tally = tally
+        self.timeout_s = timeout_s
+        self.on_failure = on_failure
+
+    def done(self) -> bool:
+        """See :meth:`ends.Delivery.done`."""
+        return self.tally.all_answered.is_set()
+
+    def wait(self) -> int:
+        """See :meth:`ends.Delivery.wait`."""
+        tally = self.tally
+        answered = tally.all_answered.wait(self.timeout_s)
+        if not answered or tally.failures:
+            self.on_failure()
+            first = tally.failures[0] if tally.failures else "no acknowledgement in time"
+            raise DeliveryError(f"{tally.sent - tally.answered + len(tally.failures)} of {tally.sent} "
+                                f"records not acknowledged: {first}")
+        return tally.sent
+
+    def acknowledged_at(self) -> float:
+        """See :meth:`ends.Delivery.acknowledged_at`."""
+        return self.tally.acknowledged_at
+
+
+class ConfluentSink(Sink):
+    """Sends records a batch at a time and hands back each batch's delivery (see :class:`ends.Sink`).
+
+    A librdkafka producer with ``acks=all`` and idempotence (:class:`options.ProducerTuning`),
+    whose delivery reports a thread of its own serves; after a failed batch it is replaced,
+    since an idempotent producer can be left in a fatal state.
+
+    Args:
+        connection: how to reach the cluster.
+        flush_timeout_s: longest wait for the acknowledgements of one batch (seconds).
+        topics: the topics this sink writes to; taken for the same signature as
+            :class:`KafkaSink`, librdkafka keeps the metadata of every topic it writes to.
+    """
+
+    def __init__(self, connection: Connection, flush_timeout_s: float = 30.0,
+                 topics: Sequence[str] = ()) -> None:
+        self.connection = connection
+        self.flush_timeout_s = flush_timeout_s
+        self.tally = _Tally()
+        self.producer, self.reports = self._new_producer()
+
+    def _new_producer(self) -> tuple[Producer, _ReportServer]:
+        producer = Producer({
+            **self.connection.librdkafka(),
+            "logger": log,
+            "acks": ProducerTuning.acks,
+            "enable.idempotence": ProducerTuning.idempotent,
+            "linger.ms": ProducerTuning.linger_ms,
+            "batch.size": ProducerTuning.batch_bytes,
+            "message.max.bytes": ProducerTuning.max_request_bytes,
+        })
+        reports = _ReportServer(producer)
+        reports.start()
+        return producer, reports
+
+    def _replace_producer(self) -> None:
+        self.reports.stop()
+        self.producer, self.reports = self._new_producer()
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """Queue one record in the open batch; :meth:`seal` closes the batch."""
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
+                                      on_delivery=self.tally.delivered)
+                break
+            except BufferError:  # the local queue is full: the reporting thread drains it
+                time.sleep(REPORT_POLL_S)
+        self.tally.sent += 1
+
+    def seal(self) -> TallyDelivery:
+        """Close the open batch (the records sent since the last call) and return its delivery."""
+        tally, self.tally = self.tally, _Tally()
+        tally.seal()
+        return TallyDelivery(tally, self.flush_timeout_s, self._replace_producer)
+
+    def close(self) -> None:
+        """Flush what is queued (up to ``flush_timeout_s``) and release the producer."""
+        self.reports.stop()
+        self.producer.flush(self.flush_timeout_s)

@@ -1,0 +1,257 @@
+"""The daemon: builds the pipeline from the settings, runs its loop until asked to stop, and
+shuts down cleanly.
+
+This is the one place that reads :class:`~stream_ae.service.config.Settings` into the
+plain values the pipeline's pieces take. Lifecycle of :meth:`Daemon.run`: start the
+metrics server, open the Kafka ends (sink, state store, source), freeze the start-up heap
+out of the garbage collector, then loop (swap the model if due, one micro-batch,
+housekeeping) until :meth:`Daemon.stop`; settle the batch in flight, commit, close.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Callable
+
+from stream_ae.kafka.backends import make_sink, make_source
+from stream_ae.kafka.ends import Sink, Source
+from stream_ae.kafka.state_store import ThresholdStateStore
+from stream_ae.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from stream_ae.pipeline.alerts import ModelIdentity
+from stream_ae.pipeline.codec import REASONS, EventDecoder
+from stream_ae.pipeline.hot_swap import HotSwap, ServedModel
+from stream_ae.pipeline.housekeeping import Housekeeping
+from stream_ae.pipeline.loop import Detector, OutputTopics
+from stream_ae.pipeline.ownership import PartitionOwnership, SavedThresholds
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold
+from stream_ae.service.config import Settings
+from stream_ae.telemetry.health import HealthState, MetricsServer
+from stream_ae.telemetry.metrics import DetectorMetrics
+
+log = logging.getLogger(__name__)
+
+
+def freeze_long_lived_objects() -> None:
+    """Collect garbage once, then move every object alive into the collector's permanent
+    generation (:func:`gc.freeze`), so that later full collections skip them.
+
+    The modules, the model and the clients make a heap of a few million objects; a full
+    collection walked all of them (about 170 ms on this project's 2-core machine, seen
+    every few hundred thousand events), stalling the stream. Call it once start-up is done.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def serve(settings: Settings, checkpoint: Checkpoint) -> ServedModel:
+    """The decoder, score head and seeded threshold that serve ``checkpoint`` as ``settings`` say.
+
+    Raises:
+        CheckpointError: the checkpoint's event kind differs from ``settings.events.kind``.
+        ValueError: CUDA asked for but absent.
+    """
+    if settings.events.kind not in ("auto", checkpoint.kind):
+        raise CheckpointError(f"events.kind is {settings.events.kind!r} but the checkpoint was "
+                              f"trained on {checkpoint.kind} events")
+    model, events, threshold = settings.model, settings.events, settings.threshold
+    scorer = AutoencoderScorer(checkpoint, model.device, settings.alerts.top_features,
+                               settings.alerts.window_segments, compile=model.compile,
+                               precision=model.precision, bucket=model.bucket_batches)
+    if model.compile:
+        scorer.warm_up(settings.consumer.max_batch_size)
+    decoder = EventDecoder(checkpoint.feature_names, checkpoint.window_length, events.id_field,
+                           events.samples_field, events.max_record_bytes, allocate=scorer.host_buffer)
+    return ServedModel(
+        checkpoint, decoder, scorer,
+        AdaptiveThreshold.from_validation_errors(checkpoint.validation_errors, threshold.k, threshold.scale,
+                                                 threshold.half_life_events, threshold.warmup_events),
+        ModelIdentity(checkpoint.model_name, checkpoint.sha256))
+
+
+class Daemon:
+    """The streaming anomaly detector as a service: its pieces, built from ``settings``.
+
+    Args:
+        settings: validated settings.
+        checkpoint: the model to serve; None loads ``settings.model.checkpoint``.
+        source, sink: the Kafka ends; None opens them for ``settings.kafka.client`` when
+            the loop starts.
+        saved: where threshold state is kept; None opens the ``topics.state`` topic (when
+            set) when the loop starts.
+
+    Attributes:
+        metrics, health: what ``/metrics``, ``/healthz`` and ``/readyz`` show.
+        ownership: the partitions owned.
+        detector: the loop, once :meth:`open` has run.
+        server: the metrics server while :meth:`run` runs (``metrics.enabled``).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read, or its event kind differs from
+            ``settings.events.kind``.
+        ValueError: CUDA asked for but absent.
+    """
+
+    def __init__(self, settings: Settings, checkpoint: Checkpoint | None = None,
+                 source: Source | None = None, sink: Sink | None = None,
+                 saved: SavedThresholds | None = None) -> None:
+        self.settings = settings
+        self.metrics = DetectorMetrics(REASONS)
+        self.health = HealthState()
+        self.served = serve(settings, checkpoint or load_checkpoint(settings.model.checkpoint))
+        self.hot_swap = HotSwap(settings.model.checkpoint, settings.model.reload_check_s,
+                                lambda candidate: serve(settings, candidate), self.metrics.model_reloads)
+        self.saved = saved
+        self.ownership = PartitionOwnership(self.health, self.metrics, saved)
+        self.source = source
+        self.sink = sink
+        self.detector: Detector | None = None
+        self.server: MetricsServer | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight and shut down (safe from any thread)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Ask the loop to load ``model.checkpoint`` again before the next batch (thread-safe)."""
+        self.hot_swap.request()
+
+    def open(self) -> Detector:
+        """Open the Kafka ends not given to the constructor and build the loop.
+
+        Raises:
+            KafkaError, KafkaException: the cluster cannot be reached or refused a request.
+        """
+        settings = self.settings
+        connection = settings.kafka.connection()
+        if self.sink is None:
+            self.sink = make_sink(settings.kafka.client, connection, settings.topics.outputs())
+        if self.saved is None and settings.topics.state:
+            self.saved = self.ownership.saved = ThresholdStateStore(connection, settings.topics.state,
+                                                                    settings.consumer.group_id)
+        if self.source is None:
+            self.source = make_source(settings.kafka.client, connection, settings.topics.input,
+                                      settings.consumer.options(), self.ownership.assigned_now,
+                                      self.ownership.revoked_now)
+        topics = settings.topics
+        self.detector = Detector(self.source, self.sink, self.served,
+                                 OutputTopics(topics.alerts, topics.dead_letter, topics.scores, topics.state),
+                                 self.ownership, self.metrics, self.saved)
+        return self.detector
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; then flush, leave the group and close the connections.
+
+        Raises:
+            OSError: the metrics port is taken.
+        """
+        settings = self.settings
+        log.info("settings: %s", settings.model_dump_json())  # secrets print as '**********'
+        if settings.metrics.enabled:
+            self.server = MetricsServer(self.metrics.registry, self.health, settings.metrics.host,
+                                        settings.metrics.port).start()
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, self.server.port)
+        try:
+            detector = self.open()
+            assert self.source is not None
+            housekeeping = Housekeeping(self.source, self.ownership, self.metrics)
+            log.info("serving %s", self.served.checkpoint.describe())
+            freeze_long_lived_objects()
+            while not self._stop.is_set():
+                swapped = self.hot_swap.poll(detector.served)
+                if swapped is not None:
+                    detector.serve(swapped)
+                self.health.tick()
+                detector.step()
+                housekeeping.tick(time.perf_counter())
+            detector.settle_before_leaving()
+        finally:
+            self.health.ready = False
+            for end in (self.sink, self.source):
+                if end is not None:
+                    end.close()
+            if self.server is not None:
+                self.server.stop()
+            log.info("stopped")
+
+
+class BackgroundDetector:
+    """A :class:`Daemon` running in a background thread, for the demo, the bench and tests.
+
+    As a context manager, entering starts it and waits until it is ready (partitions
+    assigned); leaving stops it and waits for its thread.
+
+    Args:
+        settings, checkpoint, source, sink: as for :class:`Daemon`.
+        poll_s: seconds between checks of a condition in :meth:`wait_for`.
+    """
+
+    def __init__(self, settings: Settings, checkpoint: Checkpoint | None = None,
+                 source: Source | None = None, sink: Sink | None = None, poll_s: float = 0.05) -> None:
+        self.daemon = Daemon(settings, checkpoint, source, sink)
+        self.poll_s = poll_s
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="detector", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # reported by wait_for, inspected by tests
+            self.error = exc
+
+    def start(self) -> "BackgroundDetector":
+        """Start the loop's thread."""
+        self.thread.start()
+        return self
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Return once ``condition()`` holds.
+
+        Raises:
+            RuntimeError: the detector's loop failed meanwhile (its exception is the cause).
+            TimeoutError: ``timeout_s`` seconds passed first.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self.error is not None:
+                raise RuntimeError(f"the detector failed while waiting for {what}") from self.error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            time.sleep(self.poll_s)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> "BackgroundDetector":
+        """Wait until the detector has joined its group and been assigned partitions."""
+        self.wait_for(lambda: self.daemon.health.ready, timeout_s, "the detector to join its group")
+        return self
+
+    def wait_accounted(self, events_in: int, timeout_s: float = 60.0) -> dict[str, int]:
+        """Wait until ``events_in`` records were scored or dead-lettered; returns the totals."""
+        totals = self.daemon.metrics.totals
+
+        def done() -> bool:
+            counts = totals()
+            return counts["events_scored"] + counts["dead_lettered"] >= events_in
+
+        self.wait_for(done, timeout_s, f"{events_in} events to be scored or dead-lettered")
+        return totals()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the loop (it finishes its batch) and wait for the thread.
+
+        Raises:
+            TimeoutError: the thread is still running after ``timeout_s`` seconds.
+        """
+        self.daemon.stop()
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the detector did not stop within {timeout_s:.0f} s")
+
+    def __enter__(self) -> "BackgroundDetector":
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
