@@ -1,4 +1,8 @@
-"""Shared fixtures: the real datasets (skipped where absent), a real local broker, a small model."""
+"""Shared fixtures: a real local broker, fresh topic names, a small model.
+
+Helpers that are not fixtures (datasets, settings, waiting, producing, reading back) live
+in :mod:`tests.helpers`.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,8 @@ from pathlib import Path
 import pytest
 
 from stream_ae.model.checkpoint import Checkpoint, save_checkpoint
-from stream_ae.service.config import Settings, load_settings
 from stream_ae.model.datasets import synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder
-
-REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("STREAM_AE_DATA_DIR", REPO.parent / "shared" / "data"))
-
-
-def dataset_path(relative: str) -> Path:
-    """A file under the shared datasets folder; skips the test with the reason when absent."""
-    path = DATA_DIR / relative
-    if not path.is_file():
-        pytest.skip(f"real dataset {path} is absent (set STREAM_AE_DATA_DIR to the shared data folder)")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -52,47 +44,3 @@ def synthetic_checkpoint(tmp_path_factory) -> tuple[Checkpoint, Path]:
     path = tmp_path_factory.mktemp("model") / "synthetic.pt"
     save_checkpoint(checkpoint, path)
     return checkpoint, path
-
-
-def detector_settings(broker, names, checkpoint_path: Path, **overrides) -> Settings:
-    """Settings for a detector on the test broker with fresh topics and fast group joins."""
-    sections = {
-        "kafka": {"bootstrap_servers": broker.bootstrap_servers},
-        "topics": {"input": [names("events")], "alerts": names("alerts"),
-                   "dead_letter": names("dead"), "scores": names("scores")},
-        "consumer": {"group_id": names("group"), "session_timeout_ms": 6000,
-                     "heartbeat_interval_ms": 1000, "max_wait_ms": 50, "fetch_max_wait_ms": 20},
-        "model": {"checkpoint": str(checkpoint_path)},
-        "metrics": {"port": 0},
-    }
-    for section, values in overrides.items():
-        sections[section] = {**sections.get(section, {}), **values}
-    return load_settings(**sections)
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 50 ms; fail the test after ``timeout_s`` seconds."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
-    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=settings.consumer.group_id,
-                             enable_auto_commit=False)
-    try:
-        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
-    finally:
-        consumer.close(autocommit=False)
-
-
-def committed_total(settings: Settings, topic: str, partitions: int) -> int:
-    """Events committed by the consumer group on ``topic``, all partitions together."""
-    return sum(committed_offsets(settings, topic, partitions).values())

@@ -1,4 +1,15 @@
-"""Shared test helpers: plain-data records and scripted Kafka ends (no broker involved).
+"""Shared test helpers, in one place: every test module imports its non-fixture helpers
+from here, never from another test module or a conftest (conftest files hold fixtures only).
+
+Importable without a broker: nothing here connects at import time; the helpers that talk
+to a broker take its settings (from the ``broker`` fixture) as an argument.
+
+- plain-data records and scripted Kafka ends (no broker involved);
+- the real datasets (skipped where absent), small synthetic data, a tiny checkpoint;
+- the codec tests' feature layout;
+- settings for a detector on the test broker, and waiting for a condition;
+- producing to and reading from the test broker, committed offsets;
+- the daemon as a real process.
 
 The scripted ends subclass the Kafka contracts (:mod:`stream_ae.kafka.ends`) explicitly,
 so that mypy (run by ``.ci/run`` over this file) fails when one of them no longer
@@ -7,12 +18,46 @@ implements what the pipeline needs.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pytest
+import torch
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source
+from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.kafka.local_broker import free_port
+from stream_ae.kafka.options import Connection
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey, Record
+from stream_ae.kafka.topics import read_topic
+from stream_ae.model.autoencoders import build_model
+from stream_ae.model.checkpoint import Checkpoint
+from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset, synthetic_transactions
+from stream_ae.pipeline.codec import Batch, EventDecoder, Rejected, encode_event
+from stream_ae.service.config import Settings, load_settings
 
+if TYPE_CHECKING:
+    from stream_ae.kafka.local_broker import LocalBroker
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("STREAM_AE_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+# -- plain-data records and scripted Kafka ends ------------------------------------------------
 
 @dataclass
 class FakeRecord:
@@ -24,7 +69,7 @@ class FakeRecord:
     offset: int = 0
     timestamp: int = 1_700_000_000_000
     key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: Sequence[tuple[str, bytes]] = field(default_factory=list)
 
 
 class ScriptedSource(Source):
@@ -99,3 +144,220 @@ class ScriptedSink(Sink):
         pass
 
 
+# -- datasets -----------------------------------------------------------------------------------
+
+def dataset_path(relative: str) -> Path:
+    """A file under the shared datasets folder; skips the test with the reason when absent."""
+    path = DATA_DIR / relative
+    if not path.is_file():
+        pytest.skip(f"real dataset {path} is absent (set STREAM_AE_DATA_DIR to the shared data folder)")
+    return path
+
+
+DATASET = synthetic_transactions(rows=6000)  # the rows the synthetic checkpoint was trained on
+
+
+def events(rows: np.ndarray, values: np.ndarray | None = None) -> list[bytes]:
+    """JSON events of the given rows of ``values`` (default: :data:`DATASET`'s), with the
+    ids ``row-<row>``."""
+    source = DATASET.values if values is None else values
+    return [encode_event(source[row], CARD_FEATURES, False, f"row-{row}") for row in rows]
+
+
+def synthetic_windows(rows: int = 300, length: int = 32, anomaly_fraction: float = 0.05,
+                      seed: int = 0) -> LabelledDataset:
+    """Noisy sine beats of one period (normal) and beats with a square bump (anomalies)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, length, dtype=np.float32)
+    amplitude = rng.uniform(0.8, 1.2, size=(rows, 1)).astype(np.float32)
+    values = amplitude * np.sin(t)[None, :] + 0.05 * rng.normal(size=(rows, length)).astype(np.float32)
+    labels = (rng.random(rows) < anomaly_fraction).astype(np.int8)
+    values[labels == 1, length // 3: length // 2] += 1.5
+    values = values.astype(np.float32)
+    sha = hashlib.sha256(values.tobytes()).hexdigest()
+    return LabelledDataset("windows", "window", values, labels, [f"t{i}" for i in range(length)], sha)
+
+
+def tiny_checkpoint(feature_names: Sequence[str] = ("a", "b", "c", "d"), seed: int = 0,
+                    model_name: str = "simple") -> Checkpoint:
+    """An untrained checkpoint of ``model_name`` on transactions of ``feature_names``, made in
+    milliseconds (random weights, scaler and validation errors drawn from ``seed``); not saved."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    width = len(feature_names)
+    model = build_model(model_name, width, kind="transaction")
+    errors = rng.gamma(2.0, 0.5, size=64).astype(np.float32)
+    return Checkpoint(
+        model_name=model_name,
+        hparams=dict(model.hparams),
+        state_dict={key: value.detach().clone() for key, value in model.state_dict().items()},
+        kind="transaction",
+        feature_names=list(feature_names),
+        scaler_mean=rng.normal(size=width).astype(np.float32),
+        scaler_std=rng.uniform(0.5, 2.0, size=width).astype(np.float32),
+        error_mean=float(errors.mean()),
+        error_std=float(errors.std()),
+        validation_errors=errors,
+        training={"dataset": "tiny", "seed": seed, "split": {"train": np.arange(10), "test": np.arange(10, 12)},
+                  "epochs_run": np.int64(1), "loss": [0.5, np.float32(0.25)]},
+    )
+
+
+# -- the codec tests' feature layout ------------------------------------------------------------
+
+FEATURES = ["a", "b", "c"]  # the features of the codec tests' events
+
+
+def decode(decoder: EventDecoder, records: Sequence[Record]) -> tuple[Batch, list[Rejected]]:
+    """``decoder.decode`` of a batch made of ``records``."""
+    return decoder.decode(ConsumedBatch.from_records(records))
+
+
+# -- a detector on the test broker ---------------------------------------------------------------
+
+def detector_settings(broker: LocalBroker, names: Callable[[str], str], checkpoint_path: Path,
+                      **overrides: dict[str, Any]) -> Settings:
+    """Settings for a detector on the test broker with fresh topics and fast group joins."""
+    sections: dict[str, dict[str, Any]] = {
+        "kafka": {"bootstrap_servers": broker.bootstrap_servers},
+        "topics": {"input": [names("events")], "alerts": names("alerts"),
+                   "dead_letter": names("dead"), "scores": names("scores")},
+        "consumer": {"group_id": names("group"), "session_timeout_ms": 6000,
+                     "heartbeat_interval_ms": 1000, "max_wait_ms": 50, "fetch_max_wait_ms": 20},
+        "model": {"checkpoint": str(checkpoint_path)},
+        "metrics": {"port": 0},
+    }
+    for section, values in overrides.items():
+        sections[section] = {**sections.get(section, {}), **values}
+    return load_settings(None, **sections)
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms; fail the test after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+# -- producing, reading back, committed offsets -------------------------------------------------
+
+def produce(settings: Settings, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
+    """Produce records (keyed by ``keys`` where given) and wait for their acknowledgement."""
+    produce_to(settings.kafka.connection(), topic, values, keys)
+
+
+def produce_to(connection: Connection, topic: str, values: Sequence[bytes | None],
+               keys: Sequence[bytes | None] | None = None,
+               headers: Sequence[Sequence[tuple[str, bytes]]] | None = None) -> None:
+    """Produce records (with ``keys`` and ``headers`` where given, one per value) through a
+    :class:`KafkaSink` on ``connection``, and wait for their acknowledgement."""
+    sink = KafkaSink(connection)
+    try:
+        for index, value in enumerate(values):
+            sink.send(topic, keys[index] if keys else None, value, headers[index] if headers else None)
+        sink.flush()
+    finally:
+        sink.close()
+
+
+def produce_values(settings: Settings, topic: str, values: list[bytes],
+                   keys: list[bytes | None] | None = None, flush_every: int = 20_000) -> None:
+    """Produce records and wait for their acknowledgement."""
+    sink = KafkaSink(settings.kafka.connection())
+    try:
+        for index, value in enumerate(values):
+            sink.send(topic, keys[index] if keys else None, value)
+            if (index + 1) % flush_every == 0:
+                sink.flush()
+        sink.flush()
+    finally:
+        sink.close()
+
+
+def read_json(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[dict]:
+    """The JSON values of a topic's records, with their record key as ``_key``."""
+    return [orjson.loads(r.value) | {"_key": r.key.decode()}
+            for r in read_topic(settings.kafka.connection(), topic, expected, timeout_s)]
+
+
+def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=settings.consumer.group_id,
+                             enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def committed_total(settings: Settings, topic: str, partitions: int) -> int:
+    """Events committed by the consumer group on ``topic``, all partitions together."""
+    return sum(committed_offsets(settings, topic, partitions).values())
+
+
+# -- the daemon as a real process ---------------------------------------------------------------
+
+class DaemonProcess:
+    """``python -m stream_ae run`` in a child process, with its own metrics port.
+
+    Args:
+        settings: written to a YAML file the daemon reads; ``metrics.port`` is replaced.
+        workdir: where the config file and the daemon's log go.
+        name: distinguishes the files of several daemons.
+    """
+
+    def __init__(self, settings: Settings, workdir: Path, name: str = "daemon") -> None:
+        self.port = free_port()
+        values = settings.model_dump(mode="json")
+        values["metrics"]["port"] = self.port
+        self.config = workdir / f"{name}.yaml"
+        self.config.write_text(yaml.safe_dump(values))
+        self.log_path = workdir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> DaemonProcess:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream_ae", "run", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Every sample of ``/metrics``; empty while the server is not up."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=3).read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return {}
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def ready(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, self.log_path.read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=3).status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 90.0) -> DaemonProcess:
+        wait_for(self.ready, timeout_s, f"daemon {self.config.stem} to be ready")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)

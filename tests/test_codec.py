@@ -7,16 +7,7 @@ import orjson
 import pytest
 
 from stream_ae.pipeline.codec import REASONS, EventDecoder, encode_event
-from stream_ae.kafka.records import ConsumedBatch
-from tests.helpers import FakeRecord
-
-
-FEATURES = ["a", "b", "c"]
-
-
-def decode(decoder: EventDecoder, records: list[FakeRecord]):
-    """``decoder.decode`` of a batch made of ``records``."""
-    return decoder.decode(ConsumedBatch.from_records(records))
+from tests.helpers import FEATURES, FakeRecord, decode
 
 
 def transaction_decoder(**kw) -> EventDecoder:

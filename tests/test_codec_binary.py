@@ -10,10 +10,16 @@ import orjson
 import pytest
 
 from stream_ae.kafka.records import ConsumedBatch
-from stream_ae.pipeline.codec import (BINARY_HEADER, BINARY_MAGIC, BINARY_VERSION, REASONS, EventDecoder,
-                             encode_binary, encode_event)
-from tests.helpers import FakeRecord
-from tests.test_codec import FEATURES, decode
+from stream_ae.pipeline.codec import (
+    BINARY_HEADER,
+    BINARY_MAGIC,
+    BINARY_VERSION,
+    REASONS,
+    EventDecoder,
+    encode_binary,
+    encode_event,
+)
+from tests.helpers import FEATURES, FakeRecord, decode
 
 
 def binary(values, version=BINARY_VERSION, flags=0, count=None) -> bytes:

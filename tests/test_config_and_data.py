@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from stream_ae.model.checkpoint import CheckpointError, load_checkpoint
-from stream_ae.service.config import ConfigError, load_settings
-from stream_ae.model.datasets import CARD_FEATURES, DatasetError, load_dataset, split_normal_rows
 from stream_ae.model.autoencoders import build_model, deep_hidden_sizes
+from stream_ae.model.checkpoint import CheckpointError, load_checkpoint
+from stream_ae.model.datasets import CARD_FEATURES, DatasetError, load_dataset, split_normal_rows
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
-from tests.conftest import dataset_path
+from stream_ae.service.config import ConfigError, load_settings
+from tests.helpers import dataset_path
 
 
 def test_yaml_then_environment_precedence(tmp_path, monkeypatch):

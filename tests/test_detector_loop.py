@@ -13,12 +13,12 @@ import weakref
 import numpy as np
 import pytest
 
-from stream_ae.pipeline.codec import encode_binary
-from stream_ae.service.config import load_settings
-from stream_ae.model.datasets import synthetic_transactions
-from stream_ae.pipeline.loop import Detector
-from stream_ae.service.daemon import Daemon
 from stream_ae.kafka.records import ConsumedBatch
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.pipeline.codec import encode_binary
+from stream_ae.pipeline.loop import Detector
+from stream_ae.service.config import load_settings
+from stream_ae.service.daemon import Daemon
 from tests.helpers import FakeRecord, ScriptedSink, ScriptedSource
 
 TOPIC = "events"

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stream_ae.model.checkpoint import load_checkpoint
 from stream_ae.cli import main
+from stream_ae.model.checkpoint import load_checkpoint
 from stream_ae.model.datasets import synthetic_transactions
 from stream_ae.tools.evaluate import PLOTS, detection_metrics
-from tests.conftest import dataset_path
+from tests.helpers import dataset_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

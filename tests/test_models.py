@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
 from stream_ae.cli import main
-from stream_ae.model.datasets import LabelledDataset, synthetic_transactions
 from stream_ae.model.autoencoders import MODEL_BUILDERS, build_model, deep_hidden_sizes, simple_code_width
+from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
+from stream_ae.model.datasets import LabelledDataset, synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder
+from tests.helpers import synthetic_windows
 
 DENSE_MODELS = sorted(name for name, model in MODEL_BUILDERS.items() if "transaction" in model.event_kinds)
 ALL_MODELS = sorted(MODEL_BUILDERS)
-
-
-def synthetic_windows(rows: int = 300, length: int = 32, anomaly_fraction: float = 0.05,
-                      seed: int = 0) -> LabelledDataset:
-    """Noisy sine beats of one period (normal) and beats with a square bump (anomalies)."""
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0, 2 * np.pi, length, dtype=np.float32)
-    amplitude = rng.uniform(0.8, 1.2, size=(rows, 1)).astype(np.float32)
-    values = amplitude * np.sin(t)[None, :] + 0.05 * rng.normal(size=(rows, length)).astype(np.float32)
-    labels = (rng.random(rows) < anomaly_fraction).astype(np.int8)
-    values[labels == 1, length // 3: length // 2] += 1.5
-    values = values.astype(np.float32)
-    sha = hashlib.sha256(values.tobytes()).hexdigest()
-    return LabelledDataset("windows", "window", values, labels, [f"t{i}" for i in range(length)], sha)
 
 
 def dataset_for(name: str) -> LabelledDataset:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from stream_ae.service.config import load_settings
 from stream_ae.model.datasets import synthetic_transactions
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer, bucket_size
+from stream_ae.service.config import load_settings
 from stream_ae.service.daemon import serve
 
 DATASET = synthetic_transactions(rows=6000)  # the rows the synthetic checkpoint was trained on
@@ -66,7 +66,8 @@ def test_a_bucketed_scorer_reuses_its_buffer_without_leaking_rows_between_batche
     scorer = AutoencoderScorer(checkpoint, "cpu", bucket=True)
     big = scorer.score(DATASET.values[:100]).errors
     small = scorer.score(DATASET.values[200:203]).errors
-    np.testing.assert_array_equal(small, AutoencoderScorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).errors)
+    alone = AutoencoderScorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).errors
+    np.testing.assert_array_equal(small, alone)
     np.testing.assert_array_equal(scorer.score(DATASET.values[:100]).errors, big)
 
 

@@ -8,9 +8,9 @@ takes one value per call.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -57,7 +57,7 @@ class BatchHistogram(Collector):
             self.counts += np.bincount(slots, minlength=len(self.counts))
             self.total += float(values.sum())
             tail = values[-len(self.ring):]
-            positions = (self.seen + np.arange(len(tail))) % len(self.ring)
+            positions = (self.seen + len(values) - len(tail) + np.arange(len(tail))) % len(self.ring)
             self.ring[positions] = tail
             self.seen += len(values)
 
@@ -146,10 +146,8 @@ class DetectorMetrics:
         """Drop the per-partition series (threshold, lag) of partitions no longer owned."""
         for topic, partition in partitions:
             for gauge in (self.threshold, self.consumer_lag):
-                try:
+                with contextlib.suppress(KeyError):  # never set for this partition
                     gauge.remove(topic, str(partition))
-                except KeyError:  # never set for this partition
-                    pass
 
     def show_model(self, name: str, checkpoint_sha256: str) -> None:
         """Make ``stream_ae_model_info`` name the model in service (and no other)."""

@@ -48,13 +48,13 @@ import numpy as np
 import pytest
 import yaml
 
-from stream_ae.kafka.local_broker import free_port
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import synthetic_transactions
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.kafka.kafka_python.sink import KafkaSink
+from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.topics import ensure_topics
-from tests.conftest import detector_settings, wait_for
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.service.daemon import BackgroundDetector
+from tests.helpers import detector_settings, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"

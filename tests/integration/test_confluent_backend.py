@@ -11,12 +11,11 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.pipeline.alerts import REASON_HEADER
 from stream_ae.pipeline.codec import encode_binary
 from stream_ae.service.daemon import BackgroundDetector
-from stream_ae.kafka.topics import ensure_topics, read_topic
-from tests.conftest import committed_total, detector_settings
-from tests.integration.test_detector import DATASET, events, produce
+from tests.helpers import DATASET, committed_total, detector_settings, events, produce
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed (the 'confluent' extra)")

@@ -17,32 +17,16 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.pipeline.alerts import REASON_HEADER, SOURCE_HEADER
-from stream_ae.kafka.local_broker import free_port
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.kafka.kafka_python.sink import KafkaSink
-from stream_ae.pipeline.threshold.adaptive import seeded_threshold
+from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.topics import ensure_topics, read_topic
-from tests.conftest import committed_total, detector_settings, wait_for
+from stream_ae.model.datasets import CARD_FEATURES
+from stream_ae.pipeline.alerts import REASON_HEADER, SOURCE_HEADER
+from stream_ae.pipeline.threshold.adaptive import seeded_threshold
+from stream_ae.service.daemon import BackgroundDetector
+from tests.helpers import DATASET, committed_total, detector_settings, events, produce, wait_for
 
 pytestmark = pytest.mark.integration
-
-DATASET = synthetic_transactions(rows=6000)  # the rows the synthetic checkpoint was trained on
-
-
-def produce(settings, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
-    sink = KafkaSink(settings.kafka.connection())
-    for index, value in enumerate(values):
-        sink.send(topic, keys[index] if keys else None, value)
-    sink.flush()
-    sink.close()
-
-
-def events(rows: np.ndarray, values: np.ndarray | None = None) -> list[bytes]:
-    source = DATASET.values if values is None else values
-    return [encode_event(source[row], CARD_FEATURES, False, f"row-{row}") for row in rows]
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -112,7 +96,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
     assert value("process_resident_memory_bytes") > 0
 
 
-class Crash(Exception):
+class CrashError(Exception):
     """Stands for the process dying between producing a batch's alerts and their acknowledgement."""
 
 
@@ -120,7 +104,7 @@ def crash_before_acknowledgement(sink_class: type) -> type:
     """A sink of ``sink_class``'s kind whose process 'dies' when it would wait for the acks."""
     class DiesOnWait:
         def wait(self) -> int:
-            raise Crash("killed before the broker acknowledged the batch")
+            raise CrashError("killed before the broker acknowledged the batch")
 
     class CrashBeforeAcknowledgement(sink_class):
         def seal(self) -> DiesOnWait:
@@ -147,7 +131,7 @@ def test_offsets_are_committed_only_after_alerts_are_acknowledged(broker, topic_
     crashing = BackgroundDetector(settings, checkpoint,
                                sink=crash_before_acknowledgement(sink_class)(settings.kafka.connection()))
     crashing.start().thread.join(60)  # it joins the group, reads a batch, and dies at the flush
-    assert isinstance(crashing.error, Crash)
+    assert isinstance(crashing.error, CrashError)
     registry = crashing.daemon.metrics.registry
     assert registry.get_sample_value("stream_ae_batch_size_events_sum") > 0, "it had read a batch"
     assert crashing.daemon.metrics.totals()["events_in"] == 0, "a batch counts once it is done"

@@ -6,16 +6,15 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_ae.kafka.topics import ensure_topics, read_topic
+from stream_ae.model.autoencoders import MODEL_BUILDERS
 from stream_ae.model.checkpoint import save_checkpoint
 from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.model.training import TrainingOptions, train_autoencoder
 from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.tools.evaluate import score_events
-from stream_ae.model.autoencoders import MODEL_BUILDERS
 from stream_ae.tools.replay import event_id, replay
-from stream_ae.kafka.topics import ensure_topics, read_topic
-from stream_ae.model.training import TrainingOptions, train_autoencoder
-from tests.conftest import detector_settings
-from tests.test_models import synthetic_windows
+from tests.helpers import detector_settings, synthetic_windows
 
 pytestmark = pytest.mark.integration
 

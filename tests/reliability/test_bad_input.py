@@ -18,15 +18,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
-from stream_ae.pipeline.alerts import REASON_HEADER
-from stream_ae.model.checkpoint import save_checkpoint
-from stream_ae.pipeline.codec import REASONS
-from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.checkpoint import save_checkpoint
+from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset
 from stream_ae.model.training import TrainingOptions, train_autoencoder
-from tests.conftest import detector_settings
-from tests.reliability.conftest import produce_values
+from stream_ae.pipeline.alerts import REASON_HEADER
+from stream_ae.pipeline.codec import REASONS
+from stream_ae.service.daemon import BackgroundDetector
+from tests.helpers import detector_settings, produce_values
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +133,8 @@ def transaction_record(draw) -> tuple[bytes, str | None]:
     if kind == "empty":
         return b"", "empty"
     if kind == "not_object":
-        return orjson.dumps(draw(st.one_of(numbers, st.text(max_size=5), st.lists(numbers, max_size=3)))), "not_an_object"
+        not_an_object = draw(st.one_of(numbers, st.text(max_size=5), st.lists(numbers, max_size=3)))
+        return orjson.dumps(not_an_object), "not_an_object"
     # too short to hold 29 fields, so never valid; which reason applies is the codec's business
     return draw(st.binary(min_size=1, max_size=64)), ANY_REASON
 
@@ -150,7 +150,8 @@ def window_record(draw) -> tuple[bytes, str | None]:
         return orjson.dumps({"id": "w", "samples": (samples * 3)[:length]}), "wrong_window_length"
     if kind == "wrong_type":
         index = draw(st.integers(0, WINDOW - 1))
-        return orjson.dumps({"id": "w", "samples": samples[:index] + [draw(not_numbers)] + samples[index + 1:]}), "non_numeric"
+        wrong = samples[:index] + [draw(not_numbers)] + samples[index + 1:]
+        return orjson.dumps({"id": "w", "samples": wrong}), "non_numeric"
     if kind == "no_samples":
         return orjson.dumps({"id": "w"}), "missing_field"
     token = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]))

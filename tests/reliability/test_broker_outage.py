@@ -9,12 +9,11 @@ import urllib.request
 import pytest
 
 from stream_ae.kafka.local_broker import LocalBroker
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.kafka.topics import ensure_topics
-from tests.conftest import detector_settings, wait_for
-from tests.reliability.conftest import produce_values
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.service.daemon import BackgroundDetector
+from tests.helpers import detector_settings, produce_values, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.kafka.topics import ensure_topics, read_topic
-from tests.conftest import committed_total, detector_settings, wait_for
-from tests.reliability.conftest import DaemonProcess, produce_values, read_json
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.pipeline.codec import encode_event
+from tests.helpers import DaemonProcess, committed_total, detector_settings, produce_values, read_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,8 @@ def test_sigkill_at_random_points_loses_nothing(broker, topic_names, synthetic_c
     kill_points = sorted(int(chance.uniform(0.05, 0.8) * EVENTS) for _ in range(KILLS))
     kill_times = []
     for point in kill_points:
-        wait_for(lambda: committed_total(settings, topic, PARTITIONS) >= point, 120, f"{point} events committed")
+        wait_for(lambda point=point: committed_total(settings, topic, PARTITIONS) >= point, 120,
+                 f"{point} events committed")
         time.sleep(chance.uniform(0.0, 0.5))  # and land anywhere in the batch that follows
         kill_times.append(committed_total(settings, topic, PARTITIONS))
         daemon.kill()

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 import shutil
+import signal
 
 import numpy as np
 import pytest
 
-from stream_ae.model.checkpoint import save_checkpoint
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset, synthetic_transactions
 from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.checkpoint import save_checkpoint
+from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset, synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder
-from tests.conftest import detector_settings, wait_for
-from tests.reliability.conftest import DaemonProcess, produce_values, read_json
+from stream_ae.pipeline.codec import encode_event
+from tests.helpers import DaemonProcess, detector_settings, produce_values, read_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +60,7 @@ def test_checkpoint_swaps_on_sighup_and_file_change_and_refuses_incompatible(
     for score in scores:
         by_offset.setdefault(score["partition"], []).append((score["offset"], score["checkpoint_sha256"]))
     assert len({s["_key"] for s in scores}) == 900, "no event lost across the swaps"
-    for partition, items in by_offset.items():
+    for items in by_offset.values():
         shas = [sha for _, sha in sorted(items)]
         switch = shas.index(replacement.sha256)
         assert set(shas[:switch]) == {original.sha256}, "the old model served until the swap"

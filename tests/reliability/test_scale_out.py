@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.kafka.topics import ensure_topics, read_topic
-from tests.conftest import committed_offsets, detector_settings, wait_for
-from tests.reliability.conftest import DaemonProcess, produce_values, read_json
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.pipeline.codec import encode_event
+from tests.helpers import DaemonProcess, committed_offsets, detector_settings, produce_values, read_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +92,7 @@ def stop_all(*daemons: DaemonProcess) -> None:
         if daemon.process is not None and daemon.process.poll() is None:
             try:
                 daemon.terminate(30)
-            except Exception:  # noqa: BLE001 (a stuck one is killed)
+            except Exception:
                 daemon.kill()
 
 

@@ -15,13 +15,12 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from stream_ae.kafka.local_broker import free_port
+from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.config import ConfigError, Settings, load_settings
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.service.daemon import BackgroundDetector
-from stream_ae.kafka.topics import ensure_topics
-from tests.conftest import detector_settings, wait_for
-from tests.reliability.conftest import DaemonProcess, produce_values
+from tests.helpers import DaemonProcess, detector_settings, produce_values, wait_for
 
 SECRET = "pa55-Wh1sper-7f3c9e"          # would never appear in a log line by chance
 ENV_SECRET = "env-0nly-S3cret-41d2b8"
@@ -132,12 +131,12 @@ def test_an_in_process_detector_passes_the_secret_to_its_clients_and_never_logs_
 class DebugDaemon(DaemonProcess):
     """The daemon at the most verbose log level an operator can choose."""
 
-    def start(self, env: dict[str, str] | None = None) -> "DebugDaemon":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_ae", "--log-level", "DEBUG", "run", "--config", str(self.config)],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    def start(self, env: dict[str, str] | None = None) -> DebugDaemon:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream_ae", "--log-level", "DEBUG", "run", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         return self
 
 

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.kafka.topics import ensure_topics
-from tests.conftest import detector_settings
-from tests.reliability.conftest import DaemonProcess
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.pipeline.codec import encode_event
+from tests.helpers import DaemonProcess, detector_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 

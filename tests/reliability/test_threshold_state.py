@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ae.pipeline.codec import encode_event
-from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.kafka.topics import ensure_topics
-from tests.conftest import detector_settings
-from tests.reliability.conftest import produce_values, read_json
+from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
+from stream_ae.pipeline.codec import encode_event
+from stream_ae.service.daemon import BackgroundDetector
+from tests.helpers import detector_settings, produce_values, read_json
 
 pytestmark = pytest.mark.integration
 
