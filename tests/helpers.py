@@ -361,3 +361,23 @@ class DaemonProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout_s)
+
+
+class SavedStates:
+    """A threshold-state store holding the given states per partition; records every read.
+
+    Stands for :class:`stream_ae.kafka.state_store.ThresholdStateStore` (the pipeline's
+    :class:`stream_ae.pipeline.ownership.SavedThresholds`).
+    """
+
+    def __init__(self, states: dict[PartitionKey, dict[str, float | int | str]]) -> None:
+        self.states = states
+        self.reads: list[list[PartitionKey]] = []
+
+    def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int | str]]:
+        self.reads.append(list(partitions))
+        return {key: self.states[key] for key in partitions if key in self.states}
+
+    def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:
+        return repr(partition).encode(), repr(state).encode()
+

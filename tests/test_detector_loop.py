@@ -19,7 +19,7 @@ from stream_ae.pipeline.codec import encode_binary
 from stream_ae.pipeline.loop import Detector
 from stream_ae.service.config import load_settings
 from stream_ae.service.daemon import Daemon
-from tests.helpers import FakeRecord, ScriptedSink, ScriptedSource
+from tests.helpers import FakeRecord, SavedStates, ScriptedSink, ScriptedSource
 
 TOPIC = "events"
 VALUES = synthetic_transactions(rows=6000).values
@@ -31,21 +31,6 @@ def batch(*spans: tuple[int, int, int], timestamp_ms: int = 0) -> ConsumedBatch:
                           timestamp=timestamp_ms)
                for partition, first, count in spans for offset in range(first, first + count)]
     return ConsumedBatch.from_records(records)
-
-
-class SavedStates:
-    """A threshold-state store holding one saved state per partition; counts its reads."""
-
-    def __init__(self, states: dict) -> None:
-        self.states = states
-        self.reads: list[list] = []
-
-    def load(self, keys: list) -> dict:
-        self.reads.append(list(keys))
-        return {key: self.states[key] for key in keys if key in self.states}
-
-    def record(self, key, state) -> tuple[bytes, bytes]:
-        return repr(key).encode(), repr(state).encode()
 
 
 def open_loop(synthetic_checkpoint, source: ScriptedSource, sink: ScriptedSink, owned=(),

@@ -30,10 +30,15 @@ def sink_on(broker):
         sink.close()
 
 
+def fresh_topic(broker, topic_names, partitions: int) -> tuple[str, Connection]:
+    """A new topic of ``partitions`` partitions on the test broker, and the connection to it."""
+    topic, connection = topic_names("out"), Connection(broker.bootstrap_servers)
+    ensure_topics(connection, {topic: partitions})
+    return topic, connection
+
+
 def test_a_sealed_batch_is_counted_once_acknowledged_and_its_records_land_as_sent(broker, topic_names, sink_on):
-    topic = topic_names("out")
-    connection = Connection(broker.bootstrap_servers)
-    ensure_topics(connection, {topic: 1})
+    topic, connection = fresh_topic(broker, topic_names, 1)
     sink = sink_on([topic])
     for n in range(5):
         sink.send(topic, f"k{n}".encode(), f"v{n}".encode(), [("stream_ae.reason", b"r"), ("n", str(n).encode())])
@@ -50,9 +55,7 @@ def test_a_sealed_batch_is_counted_once_acknowledged_and_its_records_land_as_sen
 
 
 def test_each_seal_closes_its_own_batch(broker, topic_names, sink_on):
-    topic = topic_names("out")
-    connection = Connection(broker.bootstrap_servers)
-    ensure_topics(connection, {topic: 1})
+    topic, connection = fresh_topic(broker, topic_names, 1)
     sink = sink_on([topic])
     sink.send(topic, None, b"a")
     sink.send(topic, None, b"b")
@@ -76,9 +79,7 @@ def test_an_empty_batch_says_it_was_acknowledged_when_it_was_sealed(sink_on):
 
 
 def test_flush_seals_and_waits_for_what_is_open(broker, topic_names, sink_on):
-    topic = topic_names("out")
-    connection = Connection(broker.bootstrap_servers)
-    ensure_topics(connection, {topic: 2})
+    topic, connection = fresh_topic(broker, topic_names, 2)
     sink = sink_on([topic])
     for n in range(7):
         sink.send(topic, None, str(n).encode())

@@ -10,24 +10,10 @@ from stream_ae.pipeline.ownership import PartitionOwnership
 from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold
 from stream_ae.telemetry.health import HealthState
 from stream_ae.telemetry.metrics import DetectorMetrics
+from tests.helpers import SavedStates
 
 SHA = "c0ffee" * 10
 P0, P1, P2 = ("events", 0), ("events", 1), ("events", 2)
-
-
-class SavedStates:
-    """A threshold-state store holding the given states; records every read."""
-
-    def __init__(self, states: dict) -> None:
-        self.states = states
-        self.reads: list[list] = []
-
-    def load(self, partitions: list) -> dict:
-        self.reads.append(list(partitions))
-        return {key: self.states[key] for key in partitions if key in self.states}
-
-    def record(self, partition, state) -> tuple[bytes, bytes]:
-        return repr(partition).encode(), repr(state).encode()
 
 
 def saved_state(mean: float, sha: str = SHA) -> dict:

@@ -41,11 +41,16 @@ def test_converges_to_the_stream_statistics():
     assert np.sqrt(state.variance) == pytest.approx(0.2, rel=0.1)
 
 
-def test_follows_a_shifted_stream():
-    rng = np.random.default_rng(2)
-    threshold = make(half_life=300)
+def settled(seed: int, half_life: int) -> tuple[AdaptiveThreshold, np.random.Generator, float]:
+    """A threshold fed a stationary N(1, 0.1) stream until it settled; its generator and level."""
+    rng = np.random.default_rng(seed)
+    threshold = make(half_life=half_life)
     feed(threshold, rng.normal(1.0, 0.1, 3000))
-    before = threshold.threshold(P0)
+    return threshold, rng, threshold.threshold(P0)
+
+
+def test_follows_a_shifted_stream():
+    threshold, rng, before = settled(seed=2, half_life=300)
     flags = feed(threshold, rng.normal(1.15, 0.1, 4000))
     after = threshold.threshold(P0)
     assert after - before == pytest.approx(0.15, abs=0.04)
@@ -55,10 +60,7 @@ def test_follows_a_shifted_stream():
 
 
 def test_a_burst_of_anomalies_does_not_raise_the_threshold():
-    rng = np.random.default_rng(3)
-    threshold = make(half_life=100)
-    feed(threshold, rng.normal(1.0, 0.1, 2000))
-    before = threshold.threshold(P0)
+    threshold, rng, before = settled(seed=3, half_life=100)
     flags = feed(threshold, rng.normal(5.0, 0.5, 1000))
     assert flags.all()
     assert threshold.threshold(P0) == before

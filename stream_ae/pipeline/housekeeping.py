@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from stream_ae.kafka.ends import Source
 from stream_ae.pipeline.ownership import PartitionOwnership
 from stream_ae.telemetry.metrics import DetectorMetrics
 
 
+@dataclass
 class Housekeeping:
     """At most every ``interval_s`` seconds: the consumer-lag gauges (asking the client costs
     about 0.1 ms), and the broker connection check that keeps ``/readyz`` honest.
@@ -18,13 +21,11 @@ class Housekeeping:
         interval_s: seconds between rounds.
     """
 
-    def __init__(self, source: Source, ownership: PartitionOwnership, metrics: DetectorMetrics,
-                 interval_s: float = 1.0) -> None:
-        self.source = source
-        self.ownership = ownership
-        self.metrics = metrics
-        self.interval_s = interval_s
-        self._next = 0.0
+    source: Source
+    ownership: PartitionOwnership
+    metrics: DetectorMetrics
+    interval_s: float = 1.0
+    _next: float = field(default=0.0, init=False)
 
     def tick(self, now: float) -> None:
         """Do a round if one is due at ``now`` (seconds, ``time.perf_counter``)."""

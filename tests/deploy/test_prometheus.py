@@ -357,21 +357,26 @@ def test_prometheus_loads_every_alert_rule(live_prometheus):
 
 
 @needs_prometheus
+def assert_every_query_has_data(prometheus, named: list[tuple[str, str]], what: str) -> None:
+    """Run each ``(name, promql)``; print a line per query and fail listing those without data."""
+    report, empty = [], []
+    for name, promql in named:
+        values = finite_samples(prometheus.query(promql))
+        report.append(f"{'ok   ' if values else 'EMPTY'} {name}: {len(values)} series  {promql}  -> {values[:3]}")
+        if not values:
+            empty.append(f"{name}: {promql}")
+    print("\n".join([f"{what}:"] + report))
+    assert empty == [], f"{what} without data:\n" + "\n".join(empty)
+
+
 def test_every_dashboard_query_returns_data(live_prometheus):
     dashboard = json.loads(DASHBOARD.read_text())
     variables = dashboard_variables(dashboard)
     queries = dashboard_queries(dashboard)
     panels = {title.rsplit(" [", 1)[0] for title, _ in queries}
     assert len(panels) >= 12
-    empty, report = [], []
-    for title, expr in queries:
-        promql = substitute(expr, variables)
-        values = finite_samples(live_prometheus.query(promql))
-        report.append(f"{'ok   ' if values else 'EMPTY'} {title}: {len(values)} series  {promql}")
-        if not values:
-            empty.append(f"{title}: {promql}")
-    print("\n".join(["dashboard queries:"] + report))
-    assert empty == [], "dashboard queries without data:\n" + "\n".join(empty)
+    assert_every_query_has_data(live_prometheus, [(title, substitute(expr, variables)) for title, expr in queries],
+                                "dashboard queries")
 
     for variable in dashboard["templating"]["list"]:
         definition = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
@@ -384,19 +389,13 @@ def test_every_dashboard_query_returns_data(live_prometheus):
 
 @needs_prometheus
 def test_every_alert_rule_signal_returns_data(live_prometheus):
-    report, missing = [], []
+    checks = []
     for rule in alert_rules():
         name, expr = rule["alert"], " ".join(rule["expr"].split())
         live_prometheus.query(expr)  # the whole rule evaluates without error
         selectors = metric_selectors(expr)
         assert selectors, f"{name}: write every metric with a label matcher, e.g. {{job=\"{JOB}\"}}"
-        checks = [("selector", s) for s in selectors]
-        checks += [("signal", signal) for operand in split_set_operators(expr)
+        checks += [(f"{name} selector", selector) for selector in selectors]
+        checks += [(f"{name} signal", signal) for operand in split_set_operators(expr)
                    if (signal := comparison_signal(operand)) is not None]
-        for kind, promql in checks:
-            values = finite_samples(live_prometheus.query(promql))
-            report.append(f"{'ok   ' if values else 'EMPTY'} {name} {kind}: {promql}  -> {values[:3]}")
-            if not values:
-                missing.append(f"{name} {kind}: {promql}")
-    print("\n".join(["alert rules:"] + report))
-    assert missing == [], "rule parts without data:\n" + "\n".join(missing)
+    assert_every_query_has_data(live_prometheus, checks, "alert rule parts")
