@@ -133,7 +133,7 @@ def plot(data: dict, start: float, output: Path, title: str,
 
     for axis in (top, middle, bottom):
         axis.grid(True, alpha=0.3)
-        for begin, finish, label in steps or []:
+        for begin, finish, _label in steps or []:
             axis.axvspan(begin - start, finish - start, color="grey", alpha=0.06 if axis is not top else 0.1)
     for begin, finish, label in steps or []:
         top.text((begin + finish) / 2 - start, 1.01, label, transform=top.get_xaxis_transform(),
@@ -166,8 +166,8 @@ def _http_ok(url: str) -> bool:
 def make_run(data: Path, epochs: int, workdir: Path) -> tuple[str, float, float, list, subprocess.Popen, callable]:
     """Broker, trained checkpoint, detector, Prometheus and a stepped replay; returns what to plot."""
     from stream_ae.kafka.local_broker import LocalBroker, free_port
-    from stream_ae.service.config import load_settings
     from stream_ae.kafka.topics import ensure_topics
+    from stream_ae.service.config import load_settings
 
     prometheus_bin = shutil.which("prometheus")
     if prometheus_bin is None:
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus", default="http://localhost:9090", help="Prometheus base URL")
     parser.add_argument("--minutes", type=float, default=30, help="plot the last N minutes (without --run)")
     parser.add_argument("--window", default=None, help="rate window (default 5s with --run, else 1m)")
-    parser.add_argument("--step", type=float, default=None, help="query_range step in s (default 1 with --run, else 15)")
+    parser.add_argument("--step", type=float, default=None,
+                        help="query_range step in s (default 1 with --run, else 15)")
     parser.add_argument("--output", type=Path, default=REPO / "deploy" / "throughput-latency.png")
     parser.add_argument("--run", action="store_true", help="make a local run first (see above)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset for --run")

@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``stream-ae replay``: produce a dataset's rows into a topic as events."""
-    from stream_ae.tools.replay import replay
     from stream_ae.kafka.topics import ensure_topics
+    from stream_ae.tools.replay import replay
 
     settings = load_settings(args.config, **_overrides(args))
     dataset = load_dataset(args.data, args.label_column)
@@ -142,7 +142,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``stream-ae bench``: throughput and latency figures against the local broker."""
     from stream_ae.tools.bench import BenchOptions, markdown, run_bench, table, to_json
 
-    given = {"events": args.events, "rounds": args.rounds, "latency_seconds": args.latency_seconds, "payload": args.format,
+    given = {"events": args.events, "rounds": args.rounds, "latency_seconds": args.latency_seconds,
+             "payload": args.format,
              "max_batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
              "clients": tuple(args.clients) if args.clients else None,
              "scale_out": False if args.no_scale_out else None,

@@ -11,7 +11,7 @@ whichever client sent it. A backend is imported only when chosen.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from stream_ae.kafka.ends import Sink, Source
 from stream_ae.kafka.options import Connection, ConsumerOptions
@@ -38,10 +38,12 @@ def make_source(client: str, connection: Connection, topics: list[str], consumer
         ImportError: ``confluent-kafka`` chosen but not installed.
     """
     if client == CONFLUENT:
-        from stream_ae.kafka.confluent.source import ConfluentSource as source_class
-    else:
-        from stream_ae.kafka.kafka_python.source import KafkaSource as source_class
-    return source_class(connection, topics, consumer, on_assigned, on_revoked)
+        from stream_ae.kafka.confluent.source import ConfluentSource
+
+        return ConfluentSource(connection, topics, consumer, on_assigned, on_revoked)
+    from stream_ae.kafka.kafka_python.source import KafkaSource
+
+    return KafkaSource(connection, topics, consumer, on_assigned, on_revoked)
 
 
 def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -> Sink:
@@ -56,7 +58,9 @@ def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -
         ImportError: ``confluent-kafka`` chosen but not installed.
     """
     if client == CONFLUENT:
-        from stream_ae.kafka.confluent.sink import ConfluentSink as sink_class
-    else:
-        from stream_ae.kafka.kafka_python.sink import KafkaSink as sink_class
-    return sink_class(connection, topics=topics)
+        from stream_ae.kafka.confluent.sink import ConfluentSink
+
+        return ConfluentSink(connection, topics=topics)
+    from stream_ae.kafka.kafka_python.sink import KafkaSink
+
+    return KafkaSink(connection, topics=topics)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from stream_ae.kafka.options import ConsumerOptions
 from stream_ae.kafka.records import PartitionKey
@@ -37,7 +38,7 @@ class BatchPolicy:
     max_wait_s: float
 
     @classmethod
-    def from_options(cls, consumer: ConsumerOptions) -> "BatchPolicy":
+    def from_options(cls, consumer: ConsumerOptions) -> BatchPolicy:
         """The policy of ``consumer.max_batch_size`` and ``consumer.max_wait_ms``."""
         return cls(consumer.max_batch_size, consumer.max_wait_ms / 1000.0)
 

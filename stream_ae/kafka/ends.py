@@ -8,7 +8,8 @@ holds what they carry.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 

@@ -8,6 +8,7 @@ Kafka 2.x or later broker; nothing here is needed in production.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -70,18 +71,19 @@ class LocalBroker:
         """``host:port`` for Kafka clients."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> "LocalBroker":
+    def start(self, timeout_s: float = 30.0) -> LocalBroker:
         """Start the broker and wait until it answers a metadata request.
 
         Raises:
             BrokerError: not installed, exited, or not answering within ``timeout_s`` seconds.
         """
         url = f"tcp://127.0.0.1:{self.port}"
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        # the child holds its own copy of the log file's descriptor
+        with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as output:
+            self.process = subprocess.Popen(
+                [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -115,7 +117,7 @@ class LocalBroker:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,9 +11,10 @@ a dead letter keeps the source record's key and headers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class ConsumedBatch:
     @classmethod
     def from_columns(cls, values: list[bytes | None], topics: list[str], partitions: Iterable[int],
                      offsets: Iterable[int], timestamps_ms: Iterable[int],
-                     record_at: Callable[[int], Record]) -> "ConsumedBatch":
+                     record_at: Callable[[int], Record]) -> ConsumedBatch:
         """A batch from per-record columns, each ``(records,)`` long."""
         count = len(values)
         keys, partition_index = index_partitions(topics, np.fromiter(partitions, np.int64, count))
@@ -98,7 +99,7 @@ class ConsumedBatch:
                    np.fromiter(timestamps_ms, np.int64, count), record_at)
 
     @classmethod
-    def from_records(cls, records: Sequence[Record]) -> "ConsumedBatch":
+    def from_records(cls, records: Sequence[Record]) -> ConsumedBatch:
         """A batch of records with the attributes of :class:`Record` (kafka-python's)."""
         return cls.from_columns(list(map(_VALUE, records)), list(map(_TOPIC, records)),
                                 map(_PARTITION, records), map(_OFFSET, records), map(_TIMESTAMP, records),

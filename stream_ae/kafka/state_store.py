@@ -7,8 +7,9 @@ and the state record is produced with the batch's alerts and acknowledged before
 batch's offsets are committed, so a committed offset never runs ahead of its state.
 
 The key is ``<group>/<topic>/<partition>``; the value is JSON
-``{"mean": …, "variance": …, "events": …, "next_offset": …}`` (``next_offset``: the
-offset after the last event the state has seen). A crash between the state's
+``{"mean": …, "variance": …, "events": …, "next_offset": …, "checkpoint_sha256": …}``
+(``next_offset``: the offset after the last event the state has seen;
+``checkpoint_sha256``: the model whose errors the statistics describe). A crash between the state's
 acknowledgement and the commit leaves a state one batch ahead of the committed offset;
 that batch is then read again and counted twice in the statistics, which shifts them by
 at most one batch's weight.
@@ -45,11 +46,11 @@ class ThresholdStateStore:
         """The state record's key for an input partition."""
         return f"{self.group_id}/{partition[0]}/{partition[1]}".encode()
 
-    def record(self, partition: PartitionKey, state: dict[str, float | int]) -> tuple[bytes, bytes]:
+    def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:
         """``(key, value)`` of the state record of one partition."""
         return self.key(partition), orjson.dumps(state)
 
-    def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int]]:
+    def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int | str]]:
         """The latest saved state of each of ``partitions`` that has one.
 
         Reads the state topic from the beginning to its high watermark (the latest record of
@@ -57,7 +58,7 @@ class ThresholdStateStore:
         what it has read: partitions without a state start from the seeded threshold.
         """
         wanted = {self.key(partition): partition for partition in partitions}
-        found: dict[PartitionKey, dict[str, float | int]] = {}
+        found: dict[PartitionKey, dict[str, float | int | str]] = {}
         for record in read_topic(self.connection, self.topic, None, self.read_timeout_s):
             if record.key in wanted and record.value:
                 found[wanted[record.key]] = orjson.loads(record.value)

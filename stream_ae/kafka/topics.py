@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -35,10 +36,8 @@ def ensure_topics(connection: Connection, topics: dict[str, int], timeout_s: flo
         missing = [NewTopic(name, partitions, replication, topic_configs=configs or {})
                    for name, partitions in topics.items() if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
             log.info("created topics %s", [topic.name for topic in missing])
     finally:
         admin.close()

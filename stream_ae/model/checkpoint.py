@@ -39,7 +39,8 @@ class Checkpoint:
         error_mean, error_std: mean and standard deviation of the reconstruction error on
             held-out normal (validation) rows, for reports.
         validation_errors: float32 ``(validation rows,)``, those errors themselves; the
-            adaptive threshold is seeded from them (``threshold.seed_statistics``).
+            adaptive threshold is seeded from them
+            (``stream_ae.pipeline.threshold.adaptive.seed_statistics``).
         training: provenance: seed, dataset name and sha256, split indices, epochs run,
             wall time (seconds), per-epoch train/validation loss.
         sha256: digest of the file it was loaded from (empty before saving).

@@ -82,13 +82,14 @@ def _from_frame(frame: pd.DataFrame, name: str, sha: str, label_column: str | No
     from pandas.api.types import is_numeric_dtype
 
     columns = list(frame.columns)
-    window_columns = [c for c in columns if _WINDOW_COLUMN.match(str(c))]
+    window_position = {c: int(match.group(1)) for c in columns if (match := _WINDOW_COLUMN.match(str(c)))}
+    window_columns = list(window_position)
     if set(CARD_FEATURES) <= set(columns) and label_column in (None, "Class"):
         labels = frame["Class"].to_numpy(np.int8) if "Class" in columns else None
         return LabelledDataset(name, "transaction", frame[CARD_FEATURES].to_numpy(np.float32),
                                labels, list(CARD_FEATURES), sha)
     if window_columns and "is_anomaly" in columns and label_column in (None, "is_anomaly"):
-        window_columns.sort(key=lambda c: int(_WINDOW_COLUMN.match(c).group(1)))
+        window_columns.sort(key=window_position.__getitem__)
         return LabelledDataset(name, "window", frame[window_columns].to_numpy(np.float32),
                                frame["is_anomaly"].to_numpy(np.int8), window_columns, sha)
     if label_column is None:

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
 from stream_ae.model.device import resolve_device
-from stream_ae.model.autoencoders import DEFAULT_MODEL, build_model
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class TrainingOptions:
     progress: bool = True
 
 
-def _mean_error(model: torch.nn.Module, rows: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
     """Reconstruction error per row, shape ``(rows,)``, in eval mode without gradients."""
     model.eval()
     with torch.inference_mode():

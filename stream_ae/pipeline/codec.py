@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -110,7 +111,7 @@ class Batch:
         return len(self.offsets)
 
 
-class _Invalid(Exception):
+class _InvalidError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -118,11 +119,11 @@ class _Invalid(Exception):
 
 
 def _parse_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
-    """JSON object from record bytes; raises ``_Invalid`` with the reason otherwise."""
+    """JSON object from record bytes; raises ``_InvalidError`` with the reason otherwise."""
     if not value:
-        raise _Invalid("empty", "record has no value")
+        raise _InvalidError("empty", "record has no value")
     if len(value) > max_bytes:
-        raise _Invalid("oversize", f"{len(value)} bytes > limit of {max_bytes}")
+        raise _InvalidError("oversize", f"{len(value)} bytes > limit of {max_bytes}")
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -130,20 +131,20 @@ def _parse_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError as utf_exc:
-            raise _Invalid("not_utf8", str(utf_exc)) from None
+            raise _InvalidError("not_utf8", str(utf_exc)) from None
         try:
             parsed = json.loads(text)
         except ValueError:
-            raise _Invalid("invalid_json", str(exc)) from None
+            raise _InvalidError("invalid_json", str(exc)) from None
     if not isinstance(parsed, dict):
-        raise _Invalid("not_an_object", f"JSON {type(parsed).__name__}, expected an object")
+        raise _InvalidError("not_an_object", f"JSON {type(parsed).__name__}, expected an object")
     return parsed
 
 
 def _check_numbers(values: Sequence[Any], what: str) -> None:
     if not set(map(type, values)) <= _NUMBER_TYPES:
         bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
-        raise _Invalid("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
+        raise _InvalidError("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
 
 
 class EventDecoder:
@@ -206,16 +207,16 @@ class EventDecoder:
             try:
                 row = self._pick(event)
             except KeyError as exc:
-                raise _Invalid("missing_field", f"field {exc.args[0]!r} is absent") from None
+                raise _InvalidError("missing_field", f"field {exc.args[0]!r} is absent") from None
             _check_numbers(row, "feature")
             return row
         row = event.get(self.samples_field)
         if row is None:
-            raise _Invalid("missing_field", f"field {self.samples_field!r} is absent")
+            raise _InvalidError("missing_field", f"field {self.samples_field!r} is absent")
         if not isinstance(row, list):
-            raise _Invalid("non_numeric", f"{self.samples_field!r} is a {type(row).__name__}, not an array")
+            raise _InvalidError("non_numeric", f"{self.samples_field!r} is a {type(row).__name__}, not an array")
         if len(row) != self.window_length:
-            raise _Invalid("wrong_window_length", f"{len(row)} samples, expected {self.window_length}")
+            raise _InvalidError("wrong_window_length", f"{len(row)} samples, expected {self.window_length}")
         _check_numbers(row, "sample")
         return row
 
@@ -244,6 +245,8 @@ class EventDecoder:
         """
         binary = self._well_formed_binary(consumed.values)
         accepted: list[int] | None  # indices of the decoded records; None: all of them
+        ids: list[Any]
+        failed: dict[int, _InvalidError]
         if binary is not None:
             accepted, ids, failed = None, [], {}
             out = self._reserve(len(binary))[:len(binary)]
@@ -255,8 +258,9 @@ class EventDecoder:
             if accepted is None:
                 accepted, ids = list(range(len(out))), [None] * len(out)
             for slot in np.flatnonzero(~finite):
-                failed.setdefault(accepted[slot], _Invalid("non_finite", "a value beyond float32's range"))
+                failed.setdefault(accepted[slot], _InvalidError("non_finite", "a value beyond float32's range"))
         if failed:
+            assert accepted is not None  # failures come from _decode_each or the finite check above
             keep = [slot for slot, index in enumerate(accepted) if index not in failed]
             if len(keep) < len(accepted):
                 kept = out[keep]
@@ -273,18 +277,20 @@ class EventDecoder:
         size = self.binary_size
         if not values or size > self.max_record_bytes:
             return None
+        present = cast("list[bytes]", values)  # a None among them fails len() below
         try:
-            lengths = np.fromiter(map(len, values), np.int64, len(values))
+            lengths = np.fromiter(map(len, present), np.int64, len(present))
         except TypeError:  # a record without a value
             return None
         if (lengths != size).any():
             return None
-        rows = np.frombuffer(b"".join(values), dtype=self._binary_header_row)
+        rows = np.frombuffer(b"".join(present), dtype=self._binary_header_row)
         if (rows["header"] != self._expected_header).any():
             return None
         return rows["values"]
 
-    def _decode_each(self, values: list[bytes | None]) -> tuple[np.ndarray, list[int], list[Any], dict[int, _Invalid]]:
+    def _decode_each(self, values: list[bytes | None]
+                     ) -> tuple[np.ndarray, list[int], list[Any], dict[int, _InvalidError]]:
         """Decode record by record (JSON, binary or malformed, mixed).
 
         Returns:
@@ -296,19 +302,23 @@ class EventDecoder:
         json_at: list[int] = []
         json_rows: list[Sequence[Any]] = []
         binary_at: list[int] = []
+        binary: list[bytes] = []  # the values of the records at binary_at
         ids: list[Any] = [None] * len(values)
-        failed: dict[int, _Invalid] = {}
+        failed: dict[int, _InvalidError] = {}
         for index, value in enumerate(values):
             try:
+                if value is None:
+                    raise _InvalidError("empty", "record has no value")
                 if len(value) > limit:
-                    raise _Invalid("oversize", f"{len(value)} bytes > limit of {limit}")
+                    raise _InvalidError("oversize", f"{len(value)} bytes > limit of {limit}")
                 if value[:2] == BINARY_MAGIC:
                     binary_at.append(index)
+                    binary.append(value)
                     continue
                 event = loads(value)
                 row = fast_row(event)
                 ids[index] = event.get(id_field)
-            except _Invalid as invalid:
+            except _InvalidError as invalid:
                 failed[index] = invalid
                 continue
             except Exception:  # cold path: parse again, step by step, to name the reason
@@ -316,7 +326,7 @@ class EventDecoder:
                     event = _parse_object(value, limit)
                     row = self._row(event)
                     ids[index] = event.get(id_field)
-                except _Invalid as invalid:
+                except _InvalidError as invalid:
                     failed[index] = invalid
                     continue
             json_at.append(index)
@@ -324,7 +334,7 @@ class EventDecoder:
         if not set(map(type, chain.from_iterable(json_rows))) <= _NUMBER_TYPES:
             json_at, json_rows = self._drop_non_numeric(json_at, json_rows, failed)
 
-        binary_values = self._decode_binary([values[i] for i in binary_at], binary_at, failed)
+        binary_values = self._decode_binary(binary, binary_at, failed)
         accepted = sorted(json_at + binary_at) if binary_at and json_at else (json_at or binary_at)
         out = self._reserve(len(accepted))[:len(accepted)]
         with np.errstate(over="ignore", invalid="ignore"):
@@ -339,7 +349,7 @@ class EventDecoder:
         return out, accepted, ids, failed
 
     @staticmethod
-    def _fill(out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _Invalid],
+    def _fill(out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _InvalidError],
               slots: list[int] | None = None) -> None:
         """Write JSON rows into ``out`` (at ``slots``, default in order); a number too large
         even for float64 (a huge JSON integer) fails only its own record, as non-finite."""
@@ -355,23 +365,23 @@ class EventDecoder:
             try:
                 out[n if slots is None else slots[n]] = row
             except OverflowError:
-                failed[at[n]] = _Invalid("non_finite", "a number beyond float64's range")
+                failed[at[n]] = _InvalidError("non_finite", "a number beyond float64's range")
 
     def _drop_non_numeric(self, at: list[int], rows: list[Sequence[Any]],
-                          failed: dict[int, _Invalid]) -> tuple[list[int], list[Sequence[Any]]]:
+                          failed: dict[int, _InvalidError]) -> tuple[list[int], list[Sequence[Any]]]:
         kept_at, kept_rows = [], []
         what = "feature" if self.window_length is None else "sample"
         for index, row in zip(at, rows):
             try:
                 _check_numbers(row, what)
-            except _Invalid as invalid:
+            except _InvalidError as invalid:
                 failed[index] = invalid
                 continue
             kept_at.append(index)
             kept_rows.append(row)
         return kept_at, kept_rows
 
-    def _decode_binary(self, values: list[bytes], at: list[int], failed: dict[int, _Invalid]) -> np.ndarray:
+    def _decode_binary(self, values: list[bytes], at: list[int], failed: dict[int, _InvalidError]) -> np.ndarray:
         """``(k, width)`` values of the well-formed binary records among ``values``; the others
         go to ``failed`` and are removed from ``at`` (in place)."""
         size = self.binary_size
@@ -380,7 +390,7 @@ class EventDecoder:
             if len(value) == size:
                 continue
             if len(value) < BINARY_HEADER.size:
-                reason = _Invalid("binary_bad_length", f"{len(value)} bytes, shorter than the 8-byte header")
+                reason = _InvalidError("binary_bad_length", f"{len(value)} bytes, shorter than the 8-byte header")
             else:
                 _, version, flags, count = BINARY_HEADER.unpack_from(value)
                 reason = self._binary_header_fault(version, flags, count, len(value))
@@ -395,16 +405,16 @@ class EventDecoder:
             del at[n]
         return rows["values"][~bad]
 
-    def _binary_header_fault(self, version: int, flags: int, count: int, length: int) -> _Invalid:
+    def _binary_header_fault(self, version: int, flags: int, count: int, length: int) -> _InvalidError:
         if version != BINARY_VERSION or flags != 0:
-            return _Invalid("binary_unsupported_version",
-                            f"version {version}, flags {flags}; this decoder reads version "
-                            f"{BINARY_VERSION} with flags 0")
+            return _InvalidError("binary_unsupported_version",
+                                 f"version {version}, flags {flags}; this decoder reads version "
+                                 f"{BINARY_VERSION} with flags 0")
         if length != binary_record_size(count):
-            return _Invalid("binary_bad_length",
-                            f"{length} bytes, but the header announces {count} values "
-                            f"({binary_record_size(count)} bytes)")
-        return _Invalid("binary_wrong_count", f"{count} values, expected {self.width}")
+            return _InvalidError("binary_bad_length",
+                                 f"{length} bytes, but the header announces {count} values "
+                                 f"({binary_record_size(count)} bytes)")
+        return _InvalidError("binary_wrong_count", f"{count} values, expected {self.width}")
 
     @staticmethod
     def _assemble(values: np.ndarray, consumed: ConsumedBatch, accepted: list[int] | None,

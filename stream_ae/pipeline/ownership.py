@@ -1,10 +1,11 @@
 """Partition ownership: which input partitions this detector holds, their saved thresholds,
 and readiness.
 
-The Kafka client calls :meth:`PartitionOwnership.assigned` and :meth:`PartitionOwnership.revoked`
-from inside a poll (kafka-python on its I/O thread, where nothing may block), so they only
-update sets. The loop reads the saved thresholds of newly assigned partitions right after
-the poll (:meth:`PartitionOwnership.restore`), before it judges any of their events.
+The Kafka client calls :meth:`PartitionOwnership.assigned_now` and
+:meth:`PartitionOwnership.revoked_now` from inside a poll (kafka-python on its I/O thread,
+where nothing may block), so they only update sets. The loop reads the saved thresholds of
+newly assigned partitions right after the poll (:meth:`PartitionOwnership.restore`),
+before it judges any of their events.
 Ready (``/readyz``) means: partitions assigned, their saved thresholds read, the broker
 reachable.
 """
@@ -12,7 +13,8 @@ reachable.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from stream_ae.kafka.records import PartitionKey
 from stream_ae.pipeline.threshold.base import Threshold

@@ -9,7 +9,7 @@ one ``lap`` call: the dashboard and the bench read whatever stages the counter h
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import Counter
 
@@ -24,7 +24,7 @@ class StageTimer:
     Example:
         >>> from prometheus_client import CollectorRegistry
         >>> counter = Counter("stage_seconds", "time per stage", ["stage"], registry=CollectorRegistry())
-        >>> ticks = iter([0.0, 0.5, 2.0])
+        >>> ticks = iter([0.0, 0.0, 0.5, 2.0])  # the constructor reads the clock too
         >>> timer = StageTimer(counter, clock=lambda: next(ticks))
         >>> timer.start(); timer.lap("poll"), timer.lap("score")
         (0.5, 1.5)

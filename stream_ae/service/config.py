@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream_ae.kafka.options import Connection, ConsumerOptions
-
 from stream_ae.model.kinds import EventKind
 
 ENV_PREFIX = "STREAM_AE_"
@@ -119,7 +117,7 @@ class ConsumerSettings(_Section):
             max_partition_fetch_bytes=self.max_partition_fetch_bytes, static_partitions=static)
 
     @model_validator(mode="after")
-    def _heartbeat_below_session(self) -> "ConsumerSettings":
+    def _heartbeat_below_session(self) -> ConsumerSettings:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be lower than session_timeout_ms")
         return self
@@ -237,6 +235,16 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     Raises:
         ConfigError: the file is missing or not a mapping, or a value is invalid; the
             message lists each offending field as ``section.field: reason``.
+
+    Example:
+        >>> settings = load_settings(consumer={"max_batch_size": 64})
+        >>> settings.consumer.max_batch_size, settings.threshold.k
+        (64, 3.0)
+        >>> load_settings(threshold={"k": -1})
+        Traceback (most recent call last):
+        ...
+        stream_ae.service.config.ConfigError: invalid configuration:
+          threshold.k: Input should be greater than 0
     """
     data: dict[str, Any] = {}
     if path is not None:

@@ -14,7 +14,7 @@ import gc
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from stream_ae.kafka.backends import make_sink, make_source
 from stream_ae.kafka.ends import Sink, Source
@@ -203,7 +203,7 @@ class BackgroundDetector:
         except BaseException as exc:  # reported by wait_for, inspected by tests
             self.error = exc
 
-    def start(self) -> "BackgroundDetector":
+    def start(self) -> BackgroundDetector:
         """Start the loop's thread."""
         self.thread.start()
         return self
@@ -223,7 +223,7 @@ class BackgroundDetector:
                 raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
             time.sleep(self.poll_s)
 
-    def wait_ready(self, timeout_s: float = 60.0) -> "BackgroundDetector":
+    def wait_ready(self, timeout_s: float = 60.0) -> BackgroundDetector:
         """Wait until the detector has joined its group and been assigned partitions."""
         self.wait_for(lambda: self.daemon.health.ready, timeout_s, "the detector to join its group")
         return self
@@ -250,7 +250,7 @@ class BackgroundDetector:
         if self.thread.is_alive():
             raise TimeoutError(f"the detector did not stop within {timeout_s:.0f} s")
 
-    def __enter__(self) -> "BackgroundDetector":
+    def __enter__(self) -> BackgroundDetector:
         return self.start().wait_ready()
 
     def __exit__(self, *exc: object) -> None:

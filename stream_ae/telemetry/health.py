@@ -54,7 +54,7 @@ class MetricsServer:
     def __init__(self, registry: CollectorRegistry, health: HealthState, host: str, port: int) -> None:
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -87,7 +87,7 @@ class MetricsServer:
         """The bound port."""
         return self.server.server_address[1]
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         """Serve from a daemon thread."""
         self.thread.start()
         return self

@@ -1,1 +1,6 @@
-"""TODO"""
+"""The sub-commands around the daemon.
+
+``bench`` measures throughput and latency against a local broker, ``demo`` runs the whole
+product on one machine, ``replay`` produces a dataset's rows into a topic as events, and
+``evaluate`` scores a labelled dataset with a checkpoint (metrics, report and plots).
+"""

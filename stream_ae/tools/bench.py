@@ -4,21 +4,23 @@ One topic is filled once with ``events`` records (JSON or the compact binary pay
 from the synthetic transaction set or ``--data``), and then, for each Kafka client
 (kafka-python, confluent-kafka):
 
-1. **consume limit**: the client's own source (:func:`backends.make_source`, same settings
-   as the detector's) reads the whole topic in a fresh consumer group and discards the
-   client's record objects as they come (``poll_records``: no columns built, nothing
-   decoded); events/s from the end of the first batch to the last record (so the group
-   join is left out);
-2. **detector**: the real :class:`detector.Detector` (its ``run`` loop, in a thread) reads
-   the same topic in another fresh group; events/s over the same span, and each stage's
-   share of the loop's time over that span (from ``stream_ae_stage_seconds_total``);
+1. **consume limit**: the client's own source
+   (:func:`stream_ae.kafka.backends.make_source`, same settings as the detector's) reads
+   the whole topic in a fresh consumer group and discards the client's record objects as
+   they come (``poll_records``: no columns built, nothing decoded); events/s from the end
+   of the first batch to the last record (so the group join is left out);
+2. **detector**: the real :class:`stream_ae.pipeline.loop.Detector` (its ``run`` loop, in
+   a thread) reads the same topic in another fresh group; events/s over the same span, and
+   each stage's share of the loop's time over that span (from
+   ``stream_ae_stage_seconds_total``);
 
    the two alternate, ``rounds`` detector runs each bracketed by consume-limit runs
    (L D L D … L): a round's ratio is its detector's events/s over the mean of the two
    limits around it, and the reported figures are medians over the rounds, so that a
    drift or a burst in the machine's load (other processes share its cores) favours
    neither side. The bench's process freezes its start-up heap out of the garbage
-   collector first, as the daemon does (:func:`detector.freeze_long_lived_objects`);
+   collector first, as the daemon does
+   (:func:`stream_ae.service.daemon.freeze_long_lived_objects`);
 3. **latency**: with the detector caught up, a paced producer in a separate process (so
    that its work does not share the detector's GIL; librdkafka with its default 5 ms
    linger, see :data:`PRODUCER_LINGER_MS`) appends events at 50% and then 90%
@@ -49,9 +51,10 @@ import queue
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -59,17 +62,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from stream_ae.kafka.local_broker import LocalBroker
-from stream_ae.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stream_ae.kafka.backends import make_source
-from stream_ae.pipeline.codec import encode_binary, encode_event
-from stream_ae.service.config import Settings, load_settings
+from stream_ae.kafka.local_broker import LocalBroker
+from stream_ae.kafka.topics import ensure_topics
+from stream_ae.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import LabelledDataset, load_dataset, synthetic_transactions
+from stream_ae.model.training import TrainingOptions, train_autoencoder
+from stream_ae.pipeline.codec import encode_binary, encode_event
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.service.config import Settings, load_settings
 from stream_ae.service.daemon import BackgroundDetector, freeze_long_lived_objects
 from stream_ae.telemetry.metrics import LATENCY_BUCKETS, BatchHistogram, counter_values
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
-from stream_ae.kafka.topics import ensure_topics
-from stream_ae.model.training import TrainingOptions, train_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class BenchOptions:
     training_epochs: int = 8
 
     @classmethod
-    def quick(cls, **changes: Any) -> "BenchOptions":
+    def quick(cls, **changes: Any) -> BenchOptions:
         """Tiny sizes for a smoke run (seconds, not minutes): figures are not meaningful."""
         return cls(**{"events": 3000, "rounds": 1, "max_batch_size": 256, "latency_seconds": 1.5,
                       "baseline_seconds": 1.0, "compile": False, "training_epochs": 2, **changes})
@@ -170,7 +173,7 @@ def _payloads(dataset: LabelledDataset, rows: np.ndarray, payload: str) -> list[
             for row in rows]
 
 
-def _producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callable[[], None]]:
+def _producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callable[[], object]]:
     """``(send(topic, value), flush())`` of the fastest producer installed (acks=all,
     ``linger.ms`` = :data:`PRODUCER_LINGER_MS`).
 
@@ -249,7 +252,8 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
     """Events/s of the configured client's source reading ``events`` records and discarding them."""
     source = make_source(settings.kafka.client, settings.kafka.connection(), settings.topics.input,
                          settings.consumer.options(), lambda keys: None, lambda keys: None)
-    seen, first = 0, None
+    seen = 0
+    first: tuple[float, int] | None = None
     bar = tqdm(total=events, desc=f"consume limit ({settings.kafka.client})", unit="event",
                disable=not progress, mininterval=0.5)
     try:
@@ -259,6 +263,7 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
             bar.update(got)
             if got and first is None:
                 first = (time.perf_counter(), seen)
+        assert first is not None, "bench: no events to read"
         return _rate(*first, time.perf_counter(), seen)
     finally:
         bar.close()
@@ -398,6 +403,7 @@ def _naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpo
             count += 1
             if time.perf_counter() - first_at >= seconds:
                 break
+        assert first_at is not None  # the consumer's iterator ends only at the break above
         return count / (time.perf_counter() - first_at)
     finally:
         consumer.close(autocommit=False)
@@ -456,6 +462,7 @@ def _scale_out(settings: Settings, checkpoint_path: Path, events: int, threads: 
             if first is None and total > 0:
                 first = (at, total)
             bar.update(total - bar.n)
+        assert first is not None, "bench: no events to score"
         return _rate(*first, at, sum(latest.values()))
     finally:
         bar.close()
@@ -467,9 +474,11 @@ def _scale_out(settings: Settings, checkpoint_path: Path, events: int, threads: 
 def _accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, compile: bool) -> dict[str, Any]:
     """bf16 and torch.compile scores against fp32 on the held-out rows (or all rows)."""
     rows = np.asarray(checkpoint.training.get("split", {}).get("test", np.arange(len(dataset.values))))
+    if dataset.labels is None:
+        raise ValueError(f"bench: the accuracy check needs labels; {dataset.name} has none")
     values, labels = dataset.values[rows], dataset.labels[rows]
     reference = AutoencoderScorer(checkpoint, device).score(values).errors
-    variants = {"bf16": {"precision": "bf16"}}
+    variants: dict[str, dict[str, Any]] = {"bf16": {"precision": "bf16"}}
     if compile:
         variants["compile"] = {"compile": True}
     report: dict[str, Any] = {"rows": int(len(rows)), "auc_fp32": float(roc_auc_score(labels, reference))}
@@ -542,7 +551,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                                   disable=not options.progress)}
             finally:
                 running.stop()
-            in_topic += sum(level["events"] for level in latency.values())
+            in_topic += sum(int(level["events"]) for level in latency.values())
             figures["consume_limit_runs_eps"].append(consume_limit(
                 client_settings(f"limit-{options.rounds}"), in_topic, options.progress))
             results["clients"][client] = {**_round_figures(figures), "latency": latency}
@@ -564,7 +573,7 @@ class _NoBroker:
     def __init__(self, bootstrap_servers: str) -> None:
         self.bootstrap_servers = bootstrap_servers
 
-    def __enter__(self) -> "_NoBroker":
+    def __enter__(self) -> _NoBroker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -628,7 +637,8 @@ def _summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, 
         for name, (value, limit, compare) in targets.items()}
     summary["context"] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-                   f"({torch.get_num_threads()} threads), CUDA {'available' if torch.cuda.is_available() else 'absent'}",
+                   f"({torch.get_num_threads()} threads), "
+                   f"CUDA {'available' if torch.cuda.is_available() else 'absent'}",
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
         "fill_eps": fill_eps,

@@ -8,8 +8,9 @@ anomaly); given any other file, every row. The events go through the daemon's ow
 Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
 (``average_precision_score``), precision / recall / F1 (``precision_recall_fscore_support``)
 and the confusion matrix (``confusion_matrix``) at the thresholds the daemon starts with for
-k = 1, 2, 3 (:func:`threshold.seeded_threshold` of the checkpoint's validation errors, on
-the log scale by default; an event is flagged when its score is above it), and at the
+k = 1, 2, 3 (:func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of the
+checkpoint's validation errors, on the log scale by default; an event is flagged when its
+score is above it), and at the
 threshold with the best F1 on the evaluated rows (``precision_recall_curve``; chosen on
 those rows, so an upper bound, not a setting).
 """
@@ -85,8 +86,9 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores:
         labels: ``(events,)`` with 1 = anomaly.
         scores: ``(events,)``, higher = more anomalous.
         validation_scores: ``(rows,)`` scores of normal validation rows; the threshold for
-            each k in :data:`THRESHOLD_KS` is :func:`threshold.seeded_threshold` of them,
-            the one the daemon starts with.
+            each k in :data:`THRESHOLD_KS` is
+            :func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of them, the one
+            the daemon starts with.
         scale: ``log`` (the daemon's default; scores must be positive) or ``linear``.
 
     Returns:
@@ -132,7 +134,7 @@ def _plot_error_distribution(path: Path, labels: np.ndarray, scores: np.ndarray,
     axes = figure.subplots()
     positive = bool((scores > 0).all())
     low, high = float(scores.min()), float(scores.max())
-    bins = np.geomspace(low, high, 80) if positive and high > low else 80
+    bins = np.geomspace(low, high, 80).tolist() if positive and high > low else 80
     for label, name, colour in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
         chosen = scores[labels == label]
         axes.hist(chosen, bins=bins, density=True, histtype="stepfilled", alpha=0.45, color=colour,
@@ -229,7 +231,7 @@ Thresholds: the ones the daemon starts with, mean + k · std of the log reconstr
 ![ROC curve]({PLOTS['roc']}) ![precision-recall curve]({PLOTS['precision_recall']})
 
 ![loss per epoch]({PLOTS['loss']})
-"""
+"""  # noqa: E501 (the report's Markdown lines)
 
 
 def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Path | str,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from stream_ae.pipeline.codec import encode_binary, encode_event
-from stream_ae.model.datasets import LabelledDataset
 from stream_ae.kafka.kafka_python.sink import KafkaSink
 from stream_ae.kafka.options import Connection
+from stream_ae.model.datasets import LabelledDataset
+from stream_ae.pipeline.codec import encode_binary, encode_event
 
 LABEL_HEADER = "label"
 FLUSH_EVERY = 10_000  # events between waits for acknowledgements, bounding memory

@@ -14,8 +14,9 @@ read with ``map`` over the method descriptors (:func:`consumed_batch`), and a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from operator import itemgetter
-from typing import Callable
+from typing import cast
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -65,9 +66,11 @@ _SECOND = itemgetter(1)
 
 def consumed_batch(messages: list[Message]) -> ConsumedBatch:
     """The columns of a micro-batch of messages (without errors), in consumption order."""
+    # only an error message lacks its topic, partition and offset
     return ConsumedBatch.from_columns(
-        list(map(Message.value, messages)), list(map(Message.topic, messages)),
-        map(Message.partition, messages), map(Message.offset, messages),
+        list(map(Message.value, messages)), cast("list[str]", list(map(Message.topic, messages))),
+        cast("Iterator[int]", map(Message.partition, messages)),
+        cast("Iterator[int]", map(Message.offset, messages)),
         map(_SECOND, map(Message.timestamp, messages)),
         lambda index: MessageRecord(messages[index]))
 
@@ -141,8 +144,10 @@ class ConfluentSource(Source):
         else:
             messages = self.consumer.consume(wanted, 0)
         if list(map(Message.error, messages)).count(None) != len(messages):
-            for failed in (m for m in messages if m.error() is not None):
+            for failed in messages:
                 error = failed.error()
+                if error is None:
+                    continue
                 if error.fatal():
                     raise KafkaException(error)
                 log.warning("consumer error on %s [%s]: %s", failed.topic(), failed.partition(), error)

@@ -7,9 +7,10 @@ Records are sent a batch at a time (see :class:`stream_ae.kafka.ends.Sink`):
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -96,7 +97,7 @@ def track_topics(producer: KafkaProducer, topics: Sequence[str]) -> None:
     ``add_topic``), so list every topic the sink writes to.
     """
     sender = getattr(producer, "_sender", None)
-    if not hasattr(sender, "add_topic"):  # another kafka-python layout: nothing to mend
+    if sender is None or not hasattr(sender, "add_topic"):  # another kafka-python layout: nothing to mend
         return
     for topic in topics:
         sender.add_topic(topic)
@@ -152,10 +153,8 @@ class KafkaSink(Sink):
         return FutureDelivery(pending, self.flush_timeout_s, self._replace_producer)
 
     def _replace_producer(self) -> None:
-        try:
+        with contextlib.suppress(KafkaError):
             self.producer.close(timeout=0)
-        except KafkaError:
-            pass
         self.producer = self._new_producer()
 
     def close(self) -> None:

@@ -28,13 +28,16 @@ model, write a file with a subclass of :class:`Autoencoder` (a ``name``, its lay
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from stream_ae.model.autoencoders.base import (Autoencoder, DenseAutoencoder, deep_hidden_sizes,
-                                               simple_code_width)
+from stream_ae.model.autoencoders.base import Autoencoder, DenseAutoencoder, deep_hidden_sizes, simple_code_width
 from stream_ae.model.autoencoders.conv import ConvAutoencoder
-from stream_ae.model.autoencoders.dense import (DeepAutoencoder, DenoisingAutoencoder, SimpleAutoencoder,
-                                                SparseAutoencoder)
+from stream_ae.model.autoencoders.dense import (
+    DeepAutoencoder,
+    DenoisingAutoencoder,
+    SimpleAutoencoder,
+    SparseAutoencoder,
+)
 from stream_ae.model.autoencoders.vae import VaeScore, VariationalAutoencoder
 from stream_ae.model.kinds import EVENT_KINDS
 
@@ -44,7 +47,7 @@ __all__ = [
     "VariationalAutoencoder", "VaeScore", "ConvAutoencoder", "simple_code_width", "deep_hidden_sizes",
 ]
 
-MODEL_BUILDERS: dict[str, Callable[..., Autoencoder]] = {
+MODEL_BUILDERS: dict[str, type[Autoencoder]] = {
     model.name: model
     for model in (SimpleAutoencoder, SparseAutoencoder, DeepAutoencoder, ConvAutoencoder,
                   DenoisingAutoencoder, VariationalAutoencoder)

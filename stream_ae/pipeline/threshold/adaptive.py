@@ -45,7 +45,9 @@ is updated meanwhile and takes over afterwards.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -63,6 +65,10 @@ def to_scale(errors: np.ndarray, scale: str) -> np.ndarray:
     return np.log(np.maximum(errors, _ERROR_FLOOR)) if scale == "log" else errors
 
 
+@overload
+def from_scale(values: np.ndarray, scale: str) -> np.ndarray: ...
+@overload
+def from_scale(values: float, scale: str) -> float: ...
 def from_scale(values: np.ndarray | float, scale: str) -> np.ndarray | float:
     """Inverse of :func:`to_scale`: back to reconstruction-error units."""
     return np.exp(values) if scale == "log" else values
@@ -152,7 +158,7 @@ class AdaptiveThreshold(Threshold):
     @classmethod
     def from_validation_errors(cls, validation_errors: np.ndarray, k: float = 3.0, scale: str = "log",
                                half_life_events: int = 20_000,
-                               warmup_events: int = 500) -> "AdaptiveThreshold":
+                               warmup_events: int = 500) -> AdaptiveThreshold:
         """Seeded from a checkpoint's validation errors ``(rows,)`` with :func:`seed_statistics`.
 
         Raises:
@@ -207,8 +213,8 @@ class AdaptiveThreshold(Threshold):
         """A partition's state as a JSON-ready dict (``mean``, ``variance``, ``events``)."""
         return self._state(key).as_dict()
 
-    def restore(self, key: PartitionKey, saved: dict[str, float | int]) -> None:
-        """Put back a partition's state written by :meth:`export`."""
+    def restore(self, key: PartitionKey, saved: Mapping[str, float | int | str]) -> None:
+        """Put back a partition's state written by :meth:`export` (other keys are ignored)."""
         self.states[key] = PartitionState(float(saved["mean"]), float(saved["variance"]),
                                           int(saved["events"]))
 

@@ -10,6 +10,7 @@ class that subclasses :class:`Threshold`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,8 +59,9 @@ class Threshold(Protocol):
         """A partition's state as a JSON-ready dict."""
         ...
 
-    def restore(self, key: PartitionKey, saved: dict[str, float | int]) -> None:
-        """Put back a partition's state written by :meth:`export`."""
+    def restore(self, key: PartitionKey, saved: Mapping[str, float | int | str]) -> None:
+        """Put back a partition's state written by :meth:`export` (as saved, with what the
+        daemon keeps beside it, such as ``checkpoint_sha256``: keys the rule ignores)."""
         ...
 
     def forget(self, key: PartitionKey) -> None:
