@@ -8,7 +8,7 @@ these over (``KafkaSettings.connection()``, ``ConsumerSettings.options()``); not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from stream_ae.kafka.records import PartitionKey
 
@@ -101,9 +101,8 @@ class ConsumerOptions:
     static_partitions: list[PartitionKey] | None = None
 
 
-@dataclass(frozen=True)
 class ProducerTuning:
-    """How both sinks produce; read as class attributes (``ProducerTuning.linger_ms``).
+    """How both sinks produce: constants, read as ``ProducerTuning.linger_ms``.
 
     Attributes:
         acks: ``all``: a record counts as sent once every in-sync replica has it.
@@ -113,8 +112,8 @@ class ProducerTuning:
         max_request_bytes: bytes per produce request, at most (a record's bound too).
     """
 
-    acks: str = "all"
-    idempotent: bool = True
-    linger_ms: int = 2
-    batch_bytes: int = 256 * 1024
-    max_request_bytes: int = 8 * 1024 * 1024
+    acks: Final = "all"
+    idempotent: Final = True
+    linger_ms: Final = 2
+    batch_bytes: Final = 256 * 1024
+    max_request_bytes: Final = 8 * 1024 * 1024
