@@ -160,16 +160,6 @@ class EventDecoder:
         allocate: ``(rows, width) -> float32 array`` for the values buffer (grown by powers
             of two, so called rarely); by default plain host memory. The daemon passes its
             scorer's ``host_buffer`` (pinned memory on CUDA).
-
-    Example:
-        >>> from stream_ae.kafka.records import ConsumedBatch
-        >>> decoder = EventDecoder(["V1", "V2"], None)
-        >>> consumed = ConsumedBatch.from_columns(
-        ...     [b'{"id": "tx-1", "V1": 0.5, "V2": -1}', b"not json"], ["events"] * 2, [0, 0], [7, 8],
-        ...     [0, 0], record_at=lambda index: None)
-        >>> batch, rejected = decoder.decode(consumed)
-        >>> batch.values.tolist(), batch.event_ids, [item.reason for item in rejected]
-        ([[0.5, -1.0]], ['tx-1'], ['invalid_json'])
     """
 
     def __init__(self, feature_names: list[str], window_length: int | None, id_field: str = "id",
@@ -242,6 +232,16 @@ class EventDecoder:
         Returns:
             ``(batch, rejected)``; every consumed record is in exactly one of the two.
             ``batch.values`` is a view of this decoder's buffer, overwritten by the next call.
+
+        Example:
+            >>> from stream_ae.kafka.records import ConsumedBatch
+            >>> decoder = EventDecoder(["V1", "V2"], None)
+            >>> consumed = ConsumedBatch.from_columns(
+            ...     [b'{"id": "tx-1", "V1": 0.5, "V2": -1}', b"not json"], ["events"] * 2, [0, 0], [7, 8],
+            ...     [0, 0], record_at=lambda index: None)
+            >>> batch, rejected = decoder.decode(consumed)
+            >>> batch.values.tolist(), batch.event_ids, [item.reason for item in rejected]
+            ([[0.5, -1.0]], ['tx-1'], ['invalid_json'])
         """
         binary = self._well_formed_binary(consumed.values)
         accepted: list[int] | None  # indices of the decoded records; None: all of them

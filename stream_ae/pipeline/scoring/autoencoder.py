@@ -54,15 +54,6 @@ class AutoencoderScorer(ScoreHead):
 
     Raises:
         ValueError: CUDA asked for but absent, or an unknown ``precision``.
-
-    Example:
-        >>> from stream_ae.model.datasets import synthetic_transactions
-        >>> from stream_ae.model.training import TrainingOptions, train_autoencoder
-        >>> data = synthetic_transactions(rows=600)
-        >>> checkpoint = train_autoencoder(data, TrainingOptions(epochs=1, progress=False))
-        >>> scores = AutoencoderScorer(checkpoint, "cpu").score(data.values[:4])
-        >>> scores.errors.shape, scores.top_features(np.array([0]))[0].shape
-        ((4,), (1, 3))
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", top: int = 3,
@@ -151,6 +142,15 @@ class AutoencoderScorer(ScoreHead):
 
         Raises:
             ValueError: ``values`` has the wrong number of columns.
+
+        Example:
+            >>> from stream_ae.model.datasets import synthetic_transactions
+            >>> from stream_ae.model.training import TrainingOptions, train_autoencoder
+            >>> data = synthetic_transactions(rows=600)
+            >>> checkpoint = train_autoencoder(data, TrainingOptions(epochs=1, progress=False))
+            >>> scores = AutoencoderScorer(checkpoint, "cpu").score(data.values[:4])
+            >>> scores.errors.shape, scores.top_features(np.array([0]))[0].shape
+            ((4,), (1, 3))
         """
         if values.ndim != 2 or values.shape[1] != self.checkpoint.input_dim:
             raise ValueError(f"expected (events, {self.checkpoint.input_dim}) values, got {values.shape}")

@@ -125,13 +125,6 @@ class AdaptiveThreshold(Threshold):
         scale: ``log`` or ``linear`` (see the module docstring).
         half_life_events: events for a sample's weight in the statistics to halve.
         warmup_events: events per partition judged against the seed.
-
-    Example:
-        >>> import numpy as np
-        >>> threshold = AdaptiveThreshold(seed_mean=1.0, seed_std=0.1, k=3.0, scale="linear")
-        >>> verdict = threshold.apply([("events", 0)], np.zeros(3, np.int32), np.array([1.0, 1.1, 5.0]))
-        >>> verdict.flags.tolist(), round(float(verdict.thresholds[0]), 2)
-        ([False, False, True], 1.3)
     """
 
     def __init__(self, seed_mean: float, seed_std: float, k: float = 3.0, scale: str = "log",
@@ -183,6 +176,13 @@ class AdaptiveThreshold(Threshold):
 
         Returns:
             The verdict; thresholds in reconstruction-error units, z-scores in the working scale.
+
+        Example:
+            >>> import numpy as np
+            >>> threshold = AdaptiveThreshold(seed_mean=1.0, seed_std=0.1, k=3.0, scale="linear")
+            >>> verdict = threshold.apply([("events", 0)], np.zeros(3, np.int32), np.array([1.0, 1.1, 5.0]))
+            >>> verdict.flags.tolist(), round(float(verdict.thresholds[0]), 2)
+            ([False, False, True], 1.3)
         """
         errors = to_scale(errors, self.scale)
         means = np.empty(len(partitions))
