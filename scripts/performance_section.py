@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from stream_ae.tools.bench import markdown
+from stream_ae.tools.bench.report import markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"

@@ -140,7 +140,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``stream-ae bench``: throughput and latency figures against the local broker."""
-    from stream_ae.tools.bench import BenchOptions, markdown, run_bench, table, to_json
+    from stream_ae.tools.bench.options import BenchOptions
+    from stream_ae.tools.bench.report import markdown, table, to_json
+    from stream_ae.tools.bench.run import run_bench
 
     given = {"events": args.events, "rounds": args.rounds, "latency_seconds": args.latency_seconds,
              "payload": args.format,
