@@ -243,32 +243,22 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> No
 
 # -- producing, reading back, committed offsets -------------------------------------------------
 
-def produce(settings: Settings, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
+def produce(settings: Settings, topic: str, values: Sequence[bytes],
+            keys: Sequence[bytes | None] | None = None) -> None:
     """Produce records (keyed by ``keys`` where given) and wait for their acknowledgement."""
     produce_to(settings.kafka.connection(), topic, values, keys)
 
 
 def produce_to(connection: Connection, topic: str, values: Sequence[bytes | None],
                keys: Sequence[bytes | None] | None = None,
-               headers: Sequence[Sequence[tuple[str, bytes]]] | None = None) -> None:
+               headers: Sequence[Sequence[tuple[str, bytes]]] | None = None, flush_every: int = 20_000) -> None:
     """Produce records (with ``keys`` and ``headers`` where given, one per value) through a
-    :class:`KafkaSink` on ``connection``, and wait for their acknowledgement."""
+    :class:`KafkaSink` on ``connection``, waiting for the acknowledgements every
+    ``flush_every`` records (bounding memory) and at the end."""
     sink = KafkaSink(connection)
     try:
         for index, value in enumerate(values):
             sink.send(topic, keys[index] if keys else None, value, headers[index] if headers else None)
-        sink.flush()
-    finally:
-        sink.close()
-
-
-def produce_values(settings: Settings, topic: str, values: list[bytes],
-                   keys: list[bytes | None] | None = None, flush_every: int = 20_000) -> None:
-    """Produce records and wait for their acknowledgement."""
-    sink = KafkaSink(settings.kafka.connection())
-    try:
-        for index, value in enumerate(values):
-            sink.send(topic, keys[index] if keys else None, value)
             if (index + 1) % flush_every == 0:
                 sink.flush()
         sink.flush()

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from stream_ae.model.autoencoders import build_model, deep_hidden_sizes
+from stream_ae.model.autoencoders import build_model
+from stream_ae.model.autoencoders.base import deep_hidden_sizes
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint
 from stream_ae.model.datasets import CARD_FEATURES, DatasetError, load_dataset, split_normal_rows
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stream_ae.cli import main
-from stream_ae.model.autoencoders import MODEL_BUILDERS, build_model, deep_hidden_sizes, simple_code_width
+from stream_ae.model.autoencoders import MODEL_BUILDERS, build_model
+from stream_ae.model.autoencoders.base import deep_hidden_sizes, simple_code_width
 from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import LabelledDataset, synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder

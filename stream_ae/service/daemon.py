@@ -104,7 +104,6 @@ class Daemon:
         self.served = serve(settings, checkpoint or load_checkpoint(settings.model.checkpoint))
         self.hot_swap = HotSwap(settings.model.checkpoint, settings.model.reload_check_s,
                                 lambda candidate: serve(settings, candidate), self.metrics.model_reloads)
-        self.saved = saved
         self.ownership = PartitionOwnership(self.health, self.metrics, saved)
         self.source = source
         self.sink = sink
@@ -130,9 +129,8 @@ class Daemon:
         connection = settings.kafka.connection()
         if self.sink is None:
             self.sink = make_sink(settings.kafka.client, connection, settings.topics.outputs())
-        if self.saved is None and settings.topics.state:
-            self.saved = self.ownership.saved = ThresholdStateStore(connection, settings.topics.state,
-                                                                    settings.consumer.group_id)
+        if self.ownership.saved is None and settings.topics.state:
+            self.ownership.saved = ThresholdStateStore(connection, settings.topics.state, settings.consumer.group_id)
         if self.source is None:
             self.source = make_source(settings.kafka.client, connection, settings.topics.input,
                                       settings.consumer.options(), self.ownership.assigned_now,
@@ -140,7 +138,7 @@ class Daemon:
         topics = settings.topics
         self.detector = Detector(self.source, self.sink, self.served,
                                  OutputTopics(topics.alerts, topics.dead_letter, topics.scores, topics.state),
-                                 self.ownership, self.metrics, self.saved)
+                                 self.ownership, self.metrics, self.ownership.saved)
         return self.detector
 
     def run(self) -> None:

@@ -25,7 +25,7 @@ from stream_ae.model.training import TrainingOptions, train_autoencoder
 from stream_ae.pipeline.alerts import REASON_HEADER
 from stream_ae.pipeline.codec import REASONS
 from stream_ae.service.daemon import BackgroundDetector
-from tests.helpers import detector_settings, produce_values
+from tests.helpers import detector_settings, produce
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ class Stream:
     def send(self, records: list[tuple[bytes, str | None]]) -> None:
         """Produce ``(value, expected reason or None for valid)`` and check the outcome."""
         before = self.running.daemon.metrics.totals()
-        produce_values(self.settings, self.settings.topics.input[0], [value for value, _ in records])
+        produce(self.settings, self.settings.topics.input[0], [value for value, _ in records])
         after = self.running.wait_accounted(before["events_in"] + len(records))
         expected_dead = [(value, reason) for value, reason in records if reason is not None]
         dead = []

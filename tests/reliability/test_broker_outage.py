@@ -13,7 +13,7 @@ from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.daemon import BackgroundDetector
-from tests.helpers import detector_settings, produce_values, wait_for
+from tests.helpers import detector_settings, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
     try:
         with BackgroundDetector(settings, checkpoint) as running:
             detector, port = running.daemon, running.daemon.server.port
-            produce_values(settings, settings.topics.input[0], values[:500])
+            produce(settings, settings.topics.input[0], values[:500])
             running.wait_accounted(500)
             assert readyz(port) == 200
 
@@ -52,7 +52,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
             # the broker is memory-only: it comes back empty, so the topics are created again
             broker = LocalBroker(port=broker.port, log_path=tmp_path / "broker.log").start()
             ensure_topics(settings.kafka.connection(), topics)
-            produce_values(settings, settings.topics.input[0], values[500:])
+            produce(settings, settings.topics.input[0], values[500:])
             wait_for(lambda: readyz(port) == 200, 60, "/readyz to report ready again")
             totals = running.wait_accounted(1000, timeout_s=120)
             reconnects = detector.metrics.registry.get_sample_value("stream_ae_broker_reconnects_total")

@@ -12,7 +12,7 @@ import pytest
 from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
-from tests.helpers import DaemonProcess, committed_total, detector_settings, produce_values, read_json, wait_for
+from tests.helpers import DaemonProcess, committed_total, detector_settings, produce, read_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def test_sigkill_at_random_points_loses_nothing(broker, topic_names, synthetic_c
     def paced_producer() -> None:
         chunk = RATE_EPS // 10
         for start in range(0, EVENTS, chunk):
-            produce_values(settings, topic, values[start:start + chunk])
+            produce(settings, topic, values[start:start + chunk])
             time.sleep(0.1)
 
     producer = threading.Thread(target=paced_producer)

@@ -13,7 +13,7 @@ from stream_ae.model.checkpoint import save_checkpoint
 from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset, synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder
 from stream_ae.pipeline.codec import encode_event
-from tests.helpers import DaemonProcess, detector_settings, produce_values, read_json, wait_for
+from tests.helpers import DaemonProcess, detector_settings, produce, read_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +37,20 @@ def test_checkpoint_swaps_on_sighup_and_file_change_and_refuses_incompatible(
     daemon = DaemonProcess(settings, tmp_path).start().wait_ready()
     scored = lambda: daemon.value("stream_ae_events_scored_total")  # noqa: E731
 
-    produce_values(settings, topic, values[:300])
+    produce(settings, topic, values[:300])
     wait_for(lambda: scored() == 300, 60, "the first 300 events")
 
     # 1. a compatible checkpoint, announced with SIGHUP (the watch interval is long past anyway)
     save_checkpoint(replacement, served)
     daemon.process.send_signal(signal.SIGHUP)
     wait_for(lambda: daemon.value("stream_ae_model_reloads_total", result="loaded") == 1, 30, "the swap")
-    produce_values(settings, topic, values[300:600])
+    produce(settings, topic, values[300:600])
     wait_for(lambda: scored() == 600, 60, "600 events")
 
     # 2. an incompatible checkpoint (windows of 32 samples), found by the file watch
     save_checkpoint(incompatible, served)
     wait_for(lambda: daemon.value("stream_ae_model_reloads_total", result="refused") == 1, 30, "the refusal")
-    produce_values(settings, topic, values[600:])
+    produce(settings, topic, values[600:])
     wait_for(lambda: scored() == 900, 60, "900 events")
     info = daemon.value("stream_ae_model_info", model="deep", checkpoint_sha256=replacement.sha256)
     assert daemon.terminate() == 0

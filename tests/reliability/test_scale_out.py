@@ -26,7 +26,7 @@ import pytest
 from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
-from tests.helpers import DaemonProcess, committed_offsets, detector_settings, produce_values, read_json, wait_for
+from tests.helpers import DaemonProcess, committed_offsets, detector_settings, produce, read_json, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,7 @@ def test_two_daemons_in_one_group_split_the_partitions(broker, topic_names, synt
     try:
         log_marks = [daemon.log_path.stat().st_size for daemon in daemons]
         values, keys = events(EVENTS)
-        produce_values(settings, topic, values, keys)
+        produce(settings, topic, values, keys)
         counts = per_partition(settings, topic, EVENTS)
         assert all(counts.values()), f"every partition holds events: {counts}"
         wait_committed(settings, topic, counts, DRAIN_TIMEOUT_S)
@@ -212,7 +212,7 @@ def test_static_assignment_splits_exactly_and_resumes_from_committed_offsets(
         assert assigned(second, topic) == set(halves[1])
 
         values, keys = events(EVENTS)
-        produce_values(base, topic, values, keys)
+        produce(base, topic, values, keys)
         counts = per_partition(base, topic, EVENTS)
         assert all(counts.values()), f"every partition holds events: {counts}"
         wait_committed(base, topic, counts, DRAIN_TIMEOUT_S)
@@ -223,7 +223,7 @@ def test_static_assignment_splits_exactly_and_resumes_from_committed_offsets(
         # the first daemon stops; its partitions wait for it while the second goes on
         assert first.terminate() == 0
         more_values, more_keys = events(RESTART_EVENTS, start=EVENTS)
-        produce_values(base, topic, more_values, more_keys)
+        produce(base, topic, more_values, more_keys)
         total_counts = per_partition(base, topic, EVENTS + RESTART_EVENTS)
         new_counts = {p: total_counts[p] - counts[p] for p in range(PARTITIONS)}
         wait_committed(base, topic, {p: total_counts[p] for p in halves[1]}, DRAIN_TIMEOUT_S)

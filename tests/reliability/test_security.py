@@ -20,7 +20,7 @@ from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.config import ConfigError, Settings, load_settings
 from stream_ae.service.daemon import BackgroundDetector
-from tests.helpers import DaemonProcess, detector_settings, produce_values, wait_for
+from tests.helpers import DaemonProcess, detector_settings, produce, wait_for
 
 SECRET = "pa55-Wh1sper-7f3c9e"          # would never appear in a log line by chance
 ENV_SECRET = "env-0nly-S3cret-41d2b8"
@@ -104,7 +104,7 @@ def test_an_in_process_detector_passes_the_secret_to_its_clients_and_never_logs_
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="kafka")  # kafka-python's own INFO lines too
     with BackgroundDetector(settings, checkpoint) as running:
-        produce_values(settings, topic, some_events(200))
+        produce(settings, topic, some_events(200))
         totals = running.wait_accounted(200)
         consumer_config = running.daemon.source.consumer.config
         producer_config = running.daemon.sink.producer.config
@@ -153,7 +153,7 @@ def test_the_daemon_never_logs_a_password_given_by_environment_even_at_debug(
                       "STREAM_AE_KAFKA__SASL_MECHANISM": "PLAIN"})
     try:
         daemon.wait_ready()
-        produce_values(settings, topic, some_events(100))
+        produce(settings, topic, some_events(100))
         wait_for(lambda: daemon.value("stream_ae_events_scored_total") >= 100, 60, "100 events scored")
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=5).read()
     finally:

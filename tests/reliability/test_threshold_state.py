@@ -9,7 +9,7 @@ from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.daemon import BackgroundDetector
-from tests.helpers import detector_settings, produce_values, read_json
+from tests.helpers import detector_settings, produce, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def stream(settings, checkpoint, values: list[bytes], keys: list[bytes], restart
     topic = settings.topics.input[0]
     ensure_topics(settings.kafka.connection(), {topic: PARTITIONS})
     cut = restart_at or len(values)
-    produce_values(settings, topic, values[:cut], keys[:cut])
+    produce(settings, topic, values[:cut], keys[:cut])
     with BackgroundDetector(settings, checkpoint) as first:
         first.wait_accounted(cut)
         at_stop = {key: first.daemon.served.threshold.threshold(key) for key in sorted(first.daemon.ownership.assigned)}
@@ -35,7 +35,7 @@ def stream(settings, checkpoint, values: list[bytes], keys: list[bytes], restart
         with BackgroundDetector(settings, checkpoint) as second:
             after_restart = {key: second.daemon.served.threshold.threshold(key)
                              for key in sorted(second.daemon.ownership.assigned)}
-            produce_values(settings, topic, values[cut:], keys[cut:])
+            produce(settings, topic, values[cut:], keys[cut:])
             second.wait_accounted(len(values) - cut)
     scores = read_json(settings, settings.topics.scores, len(values))
     assert len({s["_key"] for s in scores}) == len(values)

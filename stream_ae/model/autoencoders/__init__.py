@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_ae.model.autoencoders.base import Autoencoder, DenseAutoencoder, deep_hidden_sizes, simple_code_width
+from stream_ae.model.autoencoders.base import Autoencoder
 from stream_ae.model.autoencoders.conv import ConvAutoencoder
 from stream_ae.model.autoencoders.dense import (
     DeepAutoencoder,
@@ -38,14 +38,9 @@ from stream_ae.model.autoencoders.dense import (
     SimpleAutoencoder,
     SparseAutoencoder,
 )
-from stream_ae.model.autoencoders.vae import VaeScore, VariationalAutoencoder
-from stream_ae.model.kinds import EVENT_KINDS
+from stream_ae.model.autoencoders.vae import VariationalAutoencoder
 
-__all__ = [
-    "EVENT_KINDS", "MODEL_BUILDERS", "DEFAULT_MODEL", "build_model", "Autoencoder", "DenseAutoencoder",
-    "SimpleAutoencoder", "SparseAutoencoder", "DeepAutoencoder", "DenoisingAutoencoder",
-    "VariationalAutoencoder", "VaeScore", "ConvAutoencoder", "simple_code_width", "deep_hidden_sizes",
-]
+__all__ = ["MODEL_BUILDERS", "DEFAULT_MODEL", "build_model", "Autoencoder"]
 
 MODEL_BUILDERS: dict[str, type[Autoencoder]] = {
     model.name: model
