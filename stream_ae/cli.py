@@ -15,7 +15,8 @@ import numpy as np
 from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import load_dataset
-from stream_ae.model.training import TrainingOptions
+from stream_ae.model.training import SCORES, TrainingOptions
+from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 from stream_ae.service.config import load_settings
 
 log = logging.getLogger("stream_ae")
@@ -32,12 +33,29 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="epochs without validation improvement before stopping")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--score", default=defaults.score, choices=SCORES,
+                        help="memory-bank: distance to the nearest normal training rows in the autoencoder's "
+                             "view; reconstruction: the reconstruction error alone (default: %(default)s)")
 
 
 def _training_options(args: argparse.Namespace, progress: bool = True) -> TrainingOptions:
     return TrainingOptions(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, patience=args.patience, seed=args.seed,
-                           device=args.device, progress=progress)
+                           device=args.device, progress=progress, score=args.score)
+
+
+def _add_threshold_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--false-alarm-rate", type=float, default=DEFAULT_FALSE_ALARM_RATE,
+                        help="the daemon's threshold.false_alarm_rate: k is calibrated so that the starting "
+                             "threshold flags this share of normal events (default: %(default)s)")
+    parser.add_argument("--k", type=float, default=None,
+                        help="use mean + k·std with this k instead of a calibrated one (threshold.k)")
+
+
+def _threshold(args: argparse.Namespace) -> dict[str, Any]:
+    """``false_alarm_rate`` and ``k`` as the daemon would take them: an explicit ``--k`` wins."""
+    return {"false_alarm_rate": None, "k": args.k} if args.k is not None else \
+        {"false_alarm_rate": args.false_alarm_rate, "k": 3.0}
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,13 +86,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream_ae.tools.evaluate import evaluate, headline
 
     report_dir = args.report or args.model.with_name(f"{args.model.stem}-evaluation")
-    report = evaluate(args.model, args.data, report_dir, args.label_column, args.device)
+    report = evaluate(args.model, args.data, report_dir, args.label_column, args.device, **_threshold(args))
     summary = headline(report["metrics"])
     rows = "held-out" if report["held_out_rows"] else "all"
+    target = summary["target_false_alarm_rate"]
     print(f"evaluated {report['model']} on {report['events']:,} {rows} rows of {report['dataset']} "
-          f"({report['anomalies']:,} anomalies): AUC-ROC {summary['auc_roc']:.4f}, AUC-PR {summary['auc_pr']:.4f}, "
-          f"F1 {summary['f1']:.4f} at k = {summary['k']}; report in {report_dir}")
+          f"({report['anomalies']:,} anomalies): AUC-ROC {summary['auc_roc']:.4f}, AUC-PR {summary['auc_pr']:.4f}; "
+          f"at the starting threshold (k = {summary['k']:.3g}"
+          + ("" if target is None else f", target false-alarm rate {target:.2%}")
+          + f"): false-alarm rate {summary['false_alarm_rate']:.2%}, precision {summary['precision']:.4f}, "
+          f"recall {summary['recall']:.4f}, F1 {summary['f1']:.4f}; report in {report_dir}")
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``stream-ae compare``: the default detector beside kNN and IsolationForest on datasets."""
+    from stream_ae.tools.compare import compare, table
+
+    result = compare(args.paths, args.label_column, args.max_rows, _training_options(args, progress=False),
+                     progress=not args.json, **_threshold(args))
+    print(table(result))
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 
@@ -184,7 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", type=Path, metavar="DIR",
                           help="folder for report.json, report.md and the plots (default: CKPT's stem + -evaluation)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_threshold_flags(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    compare = commands.add_parser(
+        "compare", help="the default detector beside kNN and IsolationForest on labelled datasets, one table")
+    compare.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                         help="dataset files, or folders (every .csv, .csv.gz, .parquet, .npz directly in them)")
+    compare.add_argument("--label-column", help="label column of generic tables")
+    compare.add_argument("--max-rows", type=int, default=40_000,
+                         help="larger tables are subsampled, seeded, anomalies kept up to 10%% (default: %(default)s)")
+    compare.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
+    _add_training_flags(compare)
+    _add_threshold_flags(compare)
+    compare.set_defaults(handler=cmd_compare)
 
     run = commands.add_parser("run", help="run the detector daemon")
     run.add_argument("--config", type=Path, help="YAML settings file")

@@ -42,7 +42,8 @@ def four_events() -> tuple[Batch, Scores, Verdict]:
                                 [5.0, 1.0, 9.0, 3.0],
                                 [0.0, 0.0, 0.0, 0.0],
                                 [2.0, 8.0, 4.0, 6.0]])
-    scores = Scores(errors=np.array([0.25, 4.5, 0.0, 5.0], np.float32), attribution=attribution, top=2)
+    scores = Scores(score=np.array([0.25, 4.5, 0.0, 5.0], np.float32),
+                    reconstruction_error=np.array([0.1, 1.5, 0.0, 2.0], np.float32), attribution=attribution, top=2)
     verdict = Verdict(flags=np.array([False, True, False, True]),
                       thresholds=np.array([1.0, 2.0, 1.0, 2.0]),
                       zscores=np.array([0.5, 7.0, -1.0, 8.0]))
@@ -61,7 +62,7 @@ def test_alerts_are_one_per_flagged_event_keyed_topic_partition_offset_with_ever
     assert first == {
         "key": "other-3-7", "topic": "other", "partition": 3, "offset": 7, "event_id": None,
         "event_timestamp_ms": 2_000, "detected_at_ms": DETECTED_AT_MS,
-        "reconstruction_error": 4.5, "threshold": 2.0, "zscore": 7.0,
+        "score": 4.5, "reconstruction_error": 1.5, "threshold": 2.0, "zscore": 7.0,
         "model": "deep", "checkpoint_sha256": "ab" * 32,
         "top_features": [{"name": "f2", "error": 9.0}, {"name": "f0", "error": 5.0}],
     }
@@ -84,7 +85,8 @@ def test_score_records_cover_every_event_with_the_anomaly_flag_and_no_top_featur
     assert all("top_features" not in v for v in values)
     assert [v["key"] for v in values] == [key.decode() for key, _ in records]
     assert [v["event_id"] for v in values] == ["e0", None, "e2", "e3"]
-    assert [v["reconstruction_error"] for v in values] == [0.25, 4.5, 0.0, 5.0]
+    assert [v["score"] for v in values] == [0.25, 4.5, 0.0, 5.0]
+    assert [v["reconstruction_error"] for v in values] == [0.1, 1.5, 0.0, 2.0]
     assert [v["zscore"] for v in values] == [0.5, 7.0, -1.0, 8.0]
     assert {v["model"] for v in values} == {"deep"} and {v["detected_at_ms"] for v in values} == {DETECTED_AT_MS}
     alert = orjson.loads(alert_records(batch, scores, verdict, NAMES, DETECTED_AT_MS, MODEL)[0][1])

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from stream_ae.model.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.model.training import TrainingOptions, train_autoencoder
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
 from tests.helpers import tiny_checkpoint
 
 
@@ -117,3 +120,38 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_without_running_it(tmp_pa
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_memory_bank_checkpoint_round_trip_reproduces_the_scores_exactly(tmp_path):
+    """The default checkpoint carries the memory bank; scores after save and load are bit-equal."""
+    dataset = synthetic_transactions(rows=800, seed=9)
+    original = train_autoencoder(dataset, TrainingOptions(epochs=2, seed=9, device="cpu", progress=False))
+    assert original.score_name == "memory-bank" and original.score_head is not None
+    save_checkpoint(original, tmp_path / "bank.pt")
+    loaded = load_checkpoint(tmp_path / "bank.pt")
+    assert loaded.score_name == "memory-bank"
+    for key, value in original.score_head.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(loaded.score_head[key], value), key
+        else:
+            assert loaded.score_head[key] == value, key
+    values = dataset.values[:300]
+    before = AutoencoderScorer(original, "cpu").score(values)
+    after = AutoencoderScorer(loaded, "cpu").score(values)
+    np.testing.assert_array_equal(after.score, before.score)
+    np.testing.assert_array_equal(after.reconstruction_error, before.reconstruction_error)
+    np.testing.assert_array_equal(loaded.validation_errors, original.validation_errors)
+
+
+def test_a_checkpoint_without_a_score_head_scores_by_reconstruction_error(tmp_path):
+    """Checkpoints written before the memory bank (no ``score_head`` key) load and score as before."""
+    original = tiny_checkpoint(seed=3)
+    save_checkpoint(original, tmp_path / "old.pt")
+    payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    del payload["score_head"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.score_head is None and loaded.score_name == "reconstruction"
+    values = np.random.default_rng(3).normal(size=(20, loaded.input_dim)).astype(np.float32)
+    scores = AutoencoderScorer(loaded, "cpu").score(values)
+    np.testing.assert_allclose(scores.score, scores.reconstruction_error, rtol=1e-6)

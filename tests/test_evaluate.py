@@ -53,10 +53,15 @@ def test_training_file_is_scored_on_its_held_out_rows_with_report_files(trained,
         assert 0.0 <= line[key] <= 1.0
     assert line["auc_roc"] == report["metrics"]["auc_roc"] > 0.8  # the synthetic anomalies are separable
     at_k = {point["k"]: point for point in report["metrics"]["thresholds"]}
-    assert sorted(at_k) == [1, 2, 3] and line["f1"] == at_k[3]["f1"]
+    assert sorted(at_k) == [1, 2, 3]
     assert at_k[1]["threshold"] < at_k[2]["threshold"] < at_k[3]["threshold"]
     assert at_k[1]["recall"] >= at_k[2]["recall"] >= at_k[3]["recall"]
-    for point in [*at_k.values(), report["metrics"]["best_f1"]]:
+    start = report["metrics"]["start"]  # the daemon's starting threshold: k calibrated to 5 % false alarms
+    assert line["f1"] == start["f1"] and line["k"] == start["k"] > 0
+    assert line["target_false_alarm_rate"] == start["target_false_alarm_rate"] == 0.05
+    (tn, fp), _ = start["confusion_matrix"]
+    assert line["false_alarm_rate"] == pytest.approx(fp / (tn + fp))
+    for point in [start, *at_k.values(), report["metrics"]["best_f1"]]:
         assert np.asarray(point["confusion_matrix"]).sum() == len(test_rows)
         assert report["metrics"]["best_f1"]["f1"] >= point["f1"]
 
@@ -66,6 +71,17 @@ def test_training_file_is_scored_on_its_held_out_rows_with_report_files(trained,
     markdown = (report_dir / "report.md").read_text()
     assert f"{line['auc_roc']:.4f}" in markdown
     assert all(f"]({name})" in markdown for name in PLOTS.values())
+
+
+def test_an_explicit_k_replaces_the_calibrated_one(trained, capsys):
+    folder, data, model, _ = trained
+    line, text = run_evaluate(capsys, "--model", str(model), "--data", str(data), "--label-column", "label",
+                              "--report", str(folder / "k-report"), "--k", "3")
+    assert line["k"] == 3.0 and line["target_false_alarm_rate"] is None
+    report = json.loads((folder / "k-report" / "report.json").read_text())
+    assert report["metrics"]["start"]["threshold"] == next(
+        point["threshold"] for point in report["metrics"]["thresholds"] if point["k"] == 3)
+    assert "k = 3" in text
 
 
 def test_another_file_is_scored_on_every_row(trained, capsys):

@@ -32,8 +32,8 @@ def test_bucketed_batches_score_like_unpadded_ones(synthetic_checkpoint, events)
     plain = AutoencoderScorer(checkpoint, "cpu", bucket=False).score(values)
     every = np.arange(events)
     (padded_index, padded_error), (plain_index, plain_error) = padded.top_features(every), plain.top_features(every)
-    assert padded.errors.shape == (events,) and padded_index.shape == (events, 3)
-    np.testing.assert_allclose(padded.errors, plain.errors, rtol=1e-5, atol=0)
+    assert padded.score.shape == (events,) and padded_index.shape == (events, 3)
+    np.testing.assert_allclose(padded.score, plain.score, rtol=1e-5, atol=0)
     np.testing.assert_array_equal(padded_index, plain_index)
     np.testing.assert_allclose(padded_error, plain_error, rtol=1e-5, atol=0)
 
@@ -42,7 +42,7 @@ def test_top_features_are_the_largest_errors_of_the_chosen_events(synthetic_chec
     checkpoint, _ = synthetic_checkpoint
     scores = AutoencoderScorer(checkpoint, "cpu").score(DATASET.values[:20])
     attribution = scores.attribution.numpy()
-    np.testing.assert_allclose(attribution.mean(axis=1), scores.errors, rtol=1e-5)
+    np.testing.assert_allclose(attribution.mean(axis=1), scores.reconstruction_error, rtol=1e-5)
     chosen = np.array([13, 2, 7])
     index, error = scores.top_features(chosen)
     assert index.shape == error.shape == (3, 3) and index.dtype == np.int64 and error.dtype == np.float32
@@ -64,11 +64,11 @@ def test_batches_are_padded_by_default_only_where_shapes_must_repeat(synthetic_c
 def test_a_bucketed_scorer_reuses_its_buffer_without_leaking_rows_between_batches(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
     scorer = AutoencoderScorer(checkpoint, "cpu", bucket=True)
-    big = scorer.score(DATASET.values[:100]).errors
-    small = scorer.score(DATASET.values[200:203]).errors
-    alone = AutoencoderScorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).errors
+    big = scorer.score(DATASET.values[:100]).score
+    small = scorer.score(DATASET.values[200:203]).score
+    alone = AutoencoderScorer(checkpoint, "cpu", bucket=True).score(DATASET.values[200:203]).score
     np.testing.assert_array_equal(small, alone)
-    np.testing.assert_array_equal(scorer.score(DATASET.values[:100]).errors, big)
+    np.testing.assert_array_equal(scorer.score(DATASET.values[:100]).score, big)
 
 
 def test_bf16_scores_stay_close_to_fp32_and_rank_alike(synthetic_checkpoint):
@@ -77,9 +77,9 @@ def test_bf16_scores_stay_close_to_fp32_and_rank_alike(synthetic_checkpoint):
     values, labels = DATASET.values[rows], DATASET.labels[rows]
     fp32 = AutoencoderScorer(checkpoint, "cpu").score(values)
     bf16 = AutoencoderScorer(checkpoint, "cpu", precision="bf16").score(values)
-    assert bf16.errors.dtype == np.float32
-    np.testing.assert_allclose(bf16.errors, fp32.errors, rtol=0.05, atol=0.02 * float(np.median(fp32.errors)))
-    assert abs(roc_auc_score(labels, bf16.errors) - roc_auc_score(labels, fp32.errors)) < 0.005
+    assert bf16.score.dtype == np.float32
+    np.testing.assert_allclose(bf16.score, fp32.score, rtol=0.05, atol=0.02 * float(np.median(fp32.score)))
+    assert abs(roc_auc_score(labels, bf16.score) - roc_auc_score(labels, fp32.score)) < 0.005
 
 
 def test_unknown_precision_is_refused(synthetic_checkpoint):
@@ -95,7 +95,7 @@ def test_compiled_scores_match_fp32(synthetic_checkpoint):
         compiled = AutoencoderScorer(checkpoint, "cpu", compile=True).score(values)
     except Exception as exc:  # inductor needs a C++ compiler and a writable cache
         pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}")
-    np.testing.assert_allclose(compiled.errors, reference.errors, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(compiled.score, reference.score, rtol=1e-4, atol=1e-6)
     every = np.arange(50)
     np.testing.assert_array_equal(compiled.top_features(every)[0][:, 0], reference.top_features(every)[0][:, 0])
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold, seed_statistics, seeded_threshold
+from stream_ae.pipeline.threshold.adaptive import (
+    AdaptiveThreshold,
+    calibrated_k,
+    seed_statistics,
+    seeded_threshold,
+    starting_k,
+)
 
 P0, P1 = ("events", 0), ("events", 1)
 
@@ -115,3 +121,54 @@ def test_log_scale_thresholds_log_normal_errors_in_error_units():
     assert verdict.flags.tolist() == [False, True, True]
     np.testing.assert_allclose(verdict.zscores, (np.log([0.05, 1.0, 5.0]) + 2.0) / 0.5, rtol=0.06)
     assert threshold.apply([P0], np.zeros(1, np.int32), np.array([0.0])).flags.tolist() == [False]
+
+
+# -- calibrated k: threshold.false_alarm_rate ---------------------------------------------------
+
+def heavy_tailed_scores(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Scores whose logarithm has a Student-t (3 degrees of freedom) tail: like the memory-bank
+    distances of real normal events, heavier-tailed than log-normal."""
+    return np.exp(0.3 * rng.standard_t(3, size=size) - 1.0)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05, 0.2])
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_the_calibrated_k_flags_the_target_share_of_the_validation_scores(rate, scale):
+    scores = heavy_tailed_scores(np.random.default_rng(5), 4000)
+    k = calibrated_k(scores, rate, scale)
+    flagged = float((scores > seeded_threshold(scores, k, scale)).mean())
+    assert abs(flagged - rate) <= 2 / len(scores)
+    assert starting_k(scores, 3.0, rate, scale) == k and starting_k(scores, 3.0, None, scale) == 3.0
+
+
+def test_a_smaller_target_gives_a_larger_k():
+    scores = heavy_tailed_scores(np.random.default_rng(6), 2000)
+    ks = [calibrated_k(scores, rate, "log") for rate in (0.2, 0.05, 0.01, 0.002)]
+    assert ks == sorted(ks) and len(set(ks)) == 4
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, 0.5, 1.0])
+def test_a_target_outside_zero_to_one_half_is_refused(rate):
+    with pytest.raises(ValueError, match="false_alarm_rate"):
+        calibrated_k(np.ones(10), rate, "log")
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05])
+def test_the_realised_false_alarm_rate_on_a_stationary_stream_stays_within_a_factor_of_two(rate):
+    """Seeded and calibrated on 3,000 validation scores, then fed 200,000 events of the same
+    distribution on two partitions: after the warm-up the adaptive state takes over, and the
+    share of events flagged stays within a factor of two of the target."""
+    rng = np.random.default_rng(7)
+    validation = heavy_tailed_scores(rng, 3000)
+    k = calibrated_k(validation, rate, "log")
+    threshold = AdaptiveThreshold.from_validation_errors(validation, k, "log", half_life_events=20_000,
+                                                         warmup_events=500)
+    flagged = events = 0
+    for _ in range(100):
+        batch = heavy_tailed_scores(rng, 2000)
+        slots = rng.integers(0, 2, size=len(batch)).astype(np.int32)
+        verdict = threshold.apply([P0, P1], slots, batch)
+        flagged += int(verdict.flags.sum())
+        events += len(batch)
+    realised = flagged / events
+    assert rate / 2 <= realised <= 2 * rate, realised

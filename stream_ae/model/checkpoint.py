@@ -16,6 +16,7 @@ import torch
 
 from stream_ae.model.autoencoders import Autoencoder, build_model
 from stream_ae.model.kinds import EventKind
+from stream_ae.model.memory_bank import MemoryBank
 
 FORMAT_VERSION = 1
 
@@ -36,13 +37,16 @@ class Checkpoint:
         feature_names: names of the ``features`` input columns (``t0..`` for windows).
         scaler_mean, scaler_std: float32 arrays of shape ``(features,)``; the model sees
             ``(x - mean) / std``.
-        error_mean, error_std: mean and standard deviation of the reconstruction error on
-            held-out normal (validation) rows, for reports.
-        validation_errors: float32 ``(validation rows,)``, those errors themselves; the
+        error_mean, error_std: mean and standard deviation of the anomaly score (the
+            memory-bank distance, or the reconstruction error without a bank) on held-out
+            normal (validation) rows, for reports.
+        validation_errors: float32 ``(validation rows,)``, those scores themselves; the
             adaptive threshold is seeded from them
             (``stream_ae.pipeline.threshold.adaptive.seed_statistics``).
         training: provenance: seed, dataset name and sha256, split indices, epochs run,
             wall time (seconds), per-epoch train/validation loss.
+        score_head: the memory bank's state (:meth:`MemoryBank.state`), or None when events
+            are scored by their reconstruction error alone.
         sha256: digest of the file it was loaded from (empty before saving).
     """
 
@@ -57,6 +61,7 @@ class Checkpoint:
     error_std: float
     validation_errors: np.ndarray
     training: dict[str, Any] = field(default_factory=dict)
+    score_head: dict[str, Any] | None = None
     sha256: str = ""
 
     @property
@@ -75,10 +80,19 @@ class Checkpoint:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
+    def memory_bank(self) -> MemoryBank | None:
+        """The memory bank that scores events (on the CPU), or None: reconstruction error."""
+        return None if self.score_head is None else MemoryBank.from_state(self.score_head)
+
+    @property
+    def score_name(self) -> str:
+        """``memory-bank`` or ``reconstruction``: how events are scored."""
+        return "reconstruction" if self.score_head is None else str(self.score_head["name"])
+
     def describe(self) -> str:
-        """A one-line summary: model, input layout, hash prefix."""
+        """A one-line summary: model, score, input layout, hash prefix."""
         layout = f"window of {self.input_dim}" if self.kind == "window" else f"{self.input_dim} features"
-        return f"{self.model_name} autoencoder, {layout}, sha256 {self.sha256[:12]}"
+        return f"{self.model_name} autoencoder ({self.score_name} score), {layout}, sha256 {self.sha256[:12]}"
 
 
 def _as_plain(value: Any) -> Any:
@@ -115,6 +129,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path | str) -> str:
         "error_std": float(checkpoint.error_std),
         "validation_errors": torch.as_tensor(checkpoint.validation_errors, dtype=torch.float32),
         "training": _as_plain(checkpoint.training),
+        "score_head": checkpoint.score_head,
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, temporary)
@@ -162,5 +177,6 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         error_std=float(payload["error_std"]),
         validation_errors=payload["validation_errors"].numpy(),
         training=_as_numpy(payload["training"]),
+        score_head=payload.get("score_head"),
         sha256=hashlib.sha256(raw).hexdigest(),
     )

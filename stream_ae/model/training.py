@@ -15,6 +15,9 @@ from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
 from stream_ae.model.device import resolve_device
+from stream_ae.model.memory_bank import BankOptions, MemoryBank, fit_memory_bank
+
+SCORES = ("memory-bank", "reconstruction")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class TrainingOptions:
         seed: seeds the split, the weight initialisation and the batch order.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         progress: show a progress bar on stderr.
+        score: ``memory-bank`` (the default: distance to the nearest normal training rows
+            in the autoencoder's view, :mod:`stream_ae.model.memory_bank`) or
+            ``reconstruction`` (the model's own score, the reconstruction error).
+        bank: how the memory bank is built (``score: memory-bank`` only).
     """
 
     model: str = DEFAULT_MODEL
@@ -43,13 +50,18 @@ class TrainingOptions:
     seed: int = 42
     device: str = "auto"
     progress: bool = True
+    score: str = "memory-bank"
+    bank: BankOptions = field(default_factory=BankOptions)
 
 
-def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Reconstruction error per row, shape ``(rows,)``, in eval mode without gradients."""
+def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192,
+                bank: MemoryBank | None = None) -> torch.Tensor:
+    """Score per row, shape ``(rows,)``, in eval mode without gradients: the reconstruction
+    error, or the distance to ``bank``."""
     model.eval()
     with torch.inference_mode():
-        return torch.cat([model.reconstruction_error(rows[i:i + batch_size])
+        return torch.cat([model.reconstruction_error(rows[i:i + batch_size]) if bank is None
+                          else bank.score(model, rows[i:i + batch_size])
                           for i in range(0, len(rows), batch_size)])
 
 
@@ -61,10 +73,16 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
     reconstruction error on the validation rows) are kept; the reconstruction-error mean
     and std on the validation rows go into the checkpoint to seed the threshold.
 
+    With ``options.score == "memory-bank"`` the trained model's memory bank is fitted on the
+    same rows (:func:`stream_ae.model.memory_bank.fit_memory_bank`) and stored in the
+    checkpoint, and the validation statistics are those of the bank's score.
+
     Raises:
-        ValueError: unknown model, a model that does not take the dataset's event kind
-            (``conv`` on transactions), or too few normal rows to train (fewer than 10).
+        ValueError: unknown model or score, a model that does not take the dataset's event
+            kind (``conv`` on transactions), or too few normal rows to train (fewer than 10).
     """
+    if options.score not in SCORES:
+        raise ValueError(f"unknown score {options.score!r}; choose one of {list(SCORES)}")
     started = time.perf_counter()
     split = split_normal_rows(dataset.labels, len(dataset.values), options.seed)
     if len(split.train) < 10:
@@ -113,7 +131,10 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
     bar.close()
 
     model.load_state_dict(best_state)
-    errors = _mean_error(model, validation_x).cpu().numpy()
+    model.eval()
+    bank = fit_memory_bank(model, train_x, validation_x, options.bank, options.seed) \
+        if options.score == "memory-bank" else None
+    errors = _mean_error(model, validation_x, bank=bank).cpu().numpy()
     return Checkpoint(
         model_name=options.model,
         hparams=dict(model.hparams),
@@ -133,7 +154,9 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
             "epochs_run": len(history["train_loss"]),
             "wall_time_s": time.perf_counter() - started,
             "options": {"epochs": options.epochs, "batch_size": options.batch_size,
-                        "learning_rate": options.learning_rate, "patience": options.patience},
+                        "learning_rate": options.learning_rate, "patience": options.patience,
+                        "score": options.score, "bank_max_rows": options.bank.max_rows},
             "history": history,
         },
+        score_head=None if bank is None else bank.state(),
     )

@@ -5,11 +5,14 @@ downstream consumers can drop the duplicates that at-least-once delivery allows:
 
     {"key": "events-0-1234", "topic": "events", "partition": 0, "offset": 1234,
      "event_id": "tx-17", "event_timestamp_ms": 1700000000000, "detected_at_ms": 1700000000042,
-     "reconstruction_error": 7.3, "threshold": 2.1, "zscore": 9.8,
+     "score": 7.3, "reconstruction_error": 1.9, "threshold": 2.1, "zscore": 9.8,
      "model": "deep", "checkpoint_sha256": "…",
      "top_features": [{"name": "V14", "error": 40.2}, ...]}
 
-A score record (optional scores topic) carries the same fields but ``top_features`` and
+``score`` is what the threshold judges (the memory-bank distance by default, see
+:mod:`stream_ae.model.memory_bank`); ``reconstruction_error`` is the model's mean squared
+reconstruction error of the standardised event, and ``top_features`` the features with the
+largest squared error. A score record (optional scores topic) carries the same fields but ``top_features`` and
 adds ``"anomaly": true|false``. A dead-lettered record keeps its key, value and headers,
 and gains the headers ``stream_ae.reason``, ``stream_ae.detail`` and ``stream_ae.source``.
 """
@@ -49,10 +52,11 @@ def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verd
     indices into the batch); each column is read out of its array once, not per event."""
     slots = batch.partition_index[rows].tolist()
     columns = zip(slots, batch.offsets[rows].tolist(), [batch.event_ids[row] for row in rows.tolist()],
-                  batch.timestamps_ms[rows].tolist(), scores.errors[rows].tolist(),
+                  batch.timestamps_ms[rows].tolist(), scores.score[rows].tolist(),
+                  scores.reconstruction_error[rows].tolist(),
                   verdict.thresholds[rows].tolist(), verdict.zscores[rows].tolist())
     out = []
-    for slot, offset, event_id, timestamp_ms, error, threshold, zscore in columns:
+    for slot, offset, event_id, timestamp_ms, score, error, threshold, zscore in columns:
         topic, partition = batch.partitions[slot]
         out.append({
             "key": record_key(topic, partition, offset),
@@ -62,6 +66,7 @@ def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verd
             "event_id": event_id,
             "event_timestamp_ms": timestamp_ms,
             "detected_at_ms": detected_at_ms,
+            "score": score,
             "reconstruction_error": error,
             "threshold": threshold,
             "zscore": zscore,

@@ -141,7 +141,7 @@ class Detector:
         timer.lap("decode")
         scores = served.scorer.score(batch.values)
         self.metrics.inference_seconds.observe(timer.lap("score"))
-        verdict = served.threshold.apply(batch.partitions, batch.partition_index, scores.errors)
+        verdict = served.threshold.apply(batch.partitions, batch.partition_index, scores.score)
         timer.lap("threshold")
 
         detected_at_ms = int(time.time() * 1000)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from stream_ae.kafka.options import Connection, ConsumerOptions
 from stream_ae.model.kinds import EventKind
+from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 
 ENV_PREFIX = "STREAM_AE_"
 
@@ -149,14 +150,22 @@ class ModelSettings(_Section):
 
 
 class ThresholdSettings(_Section):
-    """Adaptive threshold = mean + k * std of the reconstruction error, per partition.
+    """Adaptive threshold = mean + k * std of the anomaly score, per partition.
 
-    ``scale: log`` (the default) takes the mean and std of the logarithm of the error:
-    reconstruction errors are heavy-tailed, and a few large errors among normal events
-    inflate a plain std until the bar sits above most anomalies.
+    ``scale: log`` (the default) takes the mean and std of the logarithm of the score:
+    scores are heavy-tailed, and a few large ones among normal events inflate a plain std
+    until the bar sits above most anomalies.
+
+    ``false_alarm_rate`` (the default, 5 %): k is derived from the checkpoint's validation
+    scores so that the starting threshold flags that share of normal events
+    (``stream_ae.pipeline.threshold.adaptive.calibrated_k``). Set it to null to use ``k``
+    as given (e.g. the classic k = 3).
     """
 
-    k: float = Field(3.0, gt=0)
+    false_alarm_rate: float | None = Field(
+        DEFAULT_FALSE_ALARM_RATE, gt=0, lt=0.5,
+        description="share of normal events flagged at the start; null: use k as given")
+    k: float = Field(3.0, gt=0, description="the threshold's k when false_alarm_rate is null")
     scale: Literal["log", "linear"] = "log"
     half_life_events: int = Field(20_000, gt=0, description="events for a sample's weight to halve")
     warmup_events: int = Field(500, ge=0, description="events per partition on the seeded threshold")

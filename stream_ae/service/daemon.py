@@ -27,7 +27,7 @@ from stream_ae.pipeline.housekeeping import Housekeeping
 from stream_ae.pipeline.loop import Detector, OutputTopics
 from stream_ae.pipeline.ownership import PartitionOwnership, SavedThresholds
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
-from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold
+from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold, starting_k
 from stream_ae.service.config import Settings
 from stream_ae.telemetry.health import HealthState, MetricsServer
 from stream_ae.telemetry.metrics import DetectorMetrics
@@ -65,9 +65,13 @@ def serve(settings: Settings, checkpoint: Checkpoint) -> ServedModel:
         scorer.warm_up(settings.consumer.max_batch_size)
     decoder = EventDecoder(checkpoint.feature_names, checkpoint.window_length, events.id_field,
                            events.samples_field, events.max_record_bytes, allocate=scorer.host_buffer)
+    k = starting_k(checkpoint.validation_errors, threshold.k, threshold.false_alarm_rate, threshold.scale)
+    if threshold.false_alarm_rate is not None:
+        log.info("threshold: k = %.3f flags %.2g%% of the validation scores (threshold.false_alarm_rate)",
+                 k, 100 * threshold.false_alarm_rate)
     return ServedModel(
         checkpoint, decoder, scorer,
-        AdaptiveThreshold.from_validation_errors(checkpoint.validation_errors, threshold.k, threshold.scale,
+        AdaptiveThreshold.from_validation_errors(checkpoint.validation_errors, k, threshold.scale,
                                                  threshold.half_life_events, threshold.warmup_events),
         ModelIdentity(checkpoint.model_name, checkpoint.sha256))
 

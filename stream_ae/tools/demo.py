@@ -58,13 +58,13 @@ def _streamed_metrics(dataset: LabelledDataset, score_values: list[bytes]) -> di
         score = orjson.loads(value)
         scores[score["key"]] = score  # a re-read after a retry carries the same key
     rows = np.array([row_of[s["event_id"]] for s in scores.values()])
-    errors = np.array([s["reconstruction_error"] for s in scores.values()])
+    streamed = np.array([s["score"] for s in scores.values()])
     flags = np.array([s["anomaly"] for s in scores.values()])
     assert dataset.labels is not None  # run_demo requires labels
     labels = dataset.labels[rows]
     return {
-        "auc_roc": float(roc_auc_score(labels, errors)),
-        "auc_pr": float(average_precision_score(labels, errors)),
+        "auc_roc": float(roc_auc_score(labels, streamed)),
+        "auc_pr": float(average_precision_score(labels, streamed)),
         "precision": float(precision_score(labels, flags, zero_division=0)),
         "recall": float(recall_score(labels, flags, zero_division=0)),
     }

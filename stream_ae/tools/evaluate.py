@@ -7,12 +7,13 @@ anomaly); given any other file, every row. The events go through the daemon's ow
 
 Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
 (``average_precision_score``), precision / recall / F1 (``precision_recall_fscore_support``)
-and the confusion matrix (``confusion_matrix``) at the thresholds the daemon starts with for
+and the confusion matrix (``confusion_matrix``) at the threshold the daemon starts with
+(``start``: k calibrated to the target false-alarm rate, by default 5 %, with the realised
+false-alarm rate on the evaluated normal rows beside the target), at the thresholds for
 k = 1, 2, 3 (:func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of the
-checkpoint's validation errors, on the log scale by default; an event is flagged when its
-score is above it), and at the
-threshold with the best F1 on the evaluated rows (``precision_recall_curve``; chosen on
-those rows, so an upper bound, not a setting).
+checkpoint's validation scores, on the log scale by default; an event is flagged when its
+score is above it), and at the threshold with the best F1 on the evaluated rows
+(``precision_recall_curve``; chosen on those rows, so an upper bound, not a setting).
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from sklearn.metrics import (
 from stream_ae.model.checkpoint import Checkpoint, load_checkpoint
 from stream_ae.model.datasets import LabelledDataset, load_dataset
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
-from stream_ae.pipeline.threshold.adaptive import seeded_threshold
+from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE, seeded_threshold, starting_k
 
 THRESHOLD_KS = (1, 2, 3)
-HEADLINE_K = 3
 SCORE_BATCH = 8192  # events per forward pass
 
 
@@ -61,41 +61,51 @@ def score_events(checkpoint: Checkpoint, values: np.ndarray, device: str = "auto
         values: float32 ``(events, features)``.
 
     Returns:
-        float32 ``(events,)``: the model's score (mean squared reconstruction error of the
-        standardised event, or the VAE's negative ELBO when the checkpoint asks for it).
+        float32 ``(events,)``: the checkpoint's score (the memory-bank distance; without a
+        bank, the mean squared reconstruction error of the standardised event, or the VAE's
+        negative ELBO when the checkpoint asks for it).
     """
     scorer = AutoencoderScorer(checkpoint, device)
-    parts = [scorer.score(np.ascontiguousarray(values[start:start + SCORE_BATCH])).errors
+    parts = [scorer.score(np.ascontiguousarray(values[start:start + SCORE_BATCH])).score
              for start in range(0, len(values), SCORE_BATCH)]
     return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
 
-def _operating_point(labels: np.ndarray, flags: np.ndarray, threshold: float) -> dict[str, Any]:
+def operating_point(labels: np.ndarray, flags: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Precision, recall, F1, flagged count, false-alarm rate (false positives over the normal
+    events) and the confusion matrix ``[[tn, fp], [fn, tp]]`` of ``flags (events,)`` against
+    ``labels (events,)``, with the ``threshold`` that gave the flags."""
     precision, recall, f1, _ = precision_recall_fscore_support(labels, flags, average="binary",
                                                                zero_division=0)
+    matrix = confusion_matrix(labels, flags, labels=[0, 1])
+    (true_negatives, false_positives), _ = matrix
     return {"threshold": float(threshold), "precision": float(precision), "recall": float(recall),
             "f1": float(f1), "flagged": int(flags.sum()),
-            "confusion_matrix": confusion_matrix(labels, flags, labels=[0, 1]).tolist()}
+            "false_alarm_rate": float(false_positives / max(true_negatives + false_positives, 1)),
+            "confusion_matrix": matrix.tolist()}
 
 
 def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores: np.ndarray,
-                      scale: str = "log") -> dict[str, Any]:
+                      scale: str = "log", false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE,
+                      k: float = 3.0) -> dict[str, Any]:
     """Ranking and thresholded metrics of anomaly scores against labels.
 
     Args:
         labels: ``(events,)`` with 1 = anomaly.
         scores: ``(events,)``, higher = more anomalous.
-        validation_scores: ``(rows,)`` scores of normal validation rows; the threshold for
-            each k in :data:`THRESHOLD_KS` is
-            :func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of them, the one
-            the daemon starts with.
+        validation_scores: ``(rows,)`` scores of normal validation rows; every threshold is
+            :func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of them for some k.
         scale: ``log`` (the daemon's default; scores must be positive) or ``linear``.
+        false_alarm_rate, k: the daemon's ``threshold.false_alarm_rate`` and ``threshold.k``,
+            which give the k it starts with (:func:`~stream_ae.pipeline.threshold.adaptive.starting_k`).
 
     Returns:
-        ``auc_roc``, ``auc_pr``, ``thresholds`` (one operating point per k: ``k``,
-        ``threshold``, ``precision``, ``recall``, ``f1``, ``flagged``, ``confusion_matrix``
-        as ``[[tn, fp], [fn, tp]]``), and ``best_f1`` (the operating point with the best F1
-        over every threshold, flagging scores ``>=`` it, as ``precision_recall_curve`` does).
+        ``auc_roc``, ``auc_pr``; ``start``: the operating point of the threshold the daemon
+        starts with (``k``, ``target_false_alarm_rate``, ``threshold``, ``precision``,
+        ``recall``, ``f1``, ``flagged``, ``false_alarm_rate`` realised on the normal events,
+        ``confusion_matrix`` as ``[[tn, fp], [fn, tp]]``); ``thresholds``: the same per k in
+        :data:`THRESHOLD_KS`; and ``best_f1`` (the operating point with the best F1 over
+        every threshold, flagging scores ``>=`` it, as ``precision_recall_curve`` does).
 
     Raises:
         ValueError: the labels hold only one class, so no ranking metric is defined.
@@ -107,22 +117,29 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores:
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.nan_to_num(2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1]))
     best = cut_points[int(np.argmax(f1))]
+
+    def at_k(k: float) -> dict[str, Any]:
+        cut = seeded_threshold(validation_scores, k, scale)
+        return {"k": k, **operating_point(labels, scores > cut, cut)}
+
     return {
         "auc_roc": float(roc_auc_score(labels, scores)),
         "auc_pr": float(average_precision_score(labels, scores)),
-        "thresholds": [{"k": k, **_operating_point(labels, scores > cut, cut)}
-                       for k, cut in ((k, seeded_threshold(validation_scores, k, scale))
-                                      for k in THRESHOLD_KS)],
-        "best_f1": _operating_point(labels, scores >= best, best),
+        "start": {"target_false_alarm_rate": false_alarm_rate,
+                  **at_k(starting_k(validation_scores, k, false_alarm_rate, scale))},
+        "thresholds": [at_k(k) for k in THRESHOLD_KS],
+        "best_f1": operating_point(labels, scores >= best, best),
     }
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The one-line summary: AUC-ROC, AUC-PR and precision / recall / F1 at k = 3."""
-    at_k = next(point for point in metrics["thresholds"] if point["k"] == HEADLINE_K)
-    return {"auc_roc": metrics["auc_roc"], "auc_pr": metrics["auc_pr"], "k": HEADLINE_K,
-            "threshold": at_k["threshold"], "precision": at_k["precision"], "recall": at_k["recall"],
-            "f1": at_k["f1"], "best_f1": metrics["best_f1"]["f1"]}
+    """The one-line summary: AUC-ROC, AUC-PR, and at the starting threshold its k, the target
+    and realised false-alarm rates, precision, recall and F1."""
+    start = metrics["start"]
+    return {"auc_roc": metrics["auc_roc"], "auc_pr": metrics["auc_pr"],
+            **{key: start[key] for key in ("k", "target_false_alarm_rate", "false_alarm_rate", "threshold",
+                                          "precision", "recall", "f1")},
+            "best_f1": metrics["best_f1"]["f1"]}
 
 
 # -- plots (matplotlib's object API: figures rendered by Agg, no pyplot state) -------------
@@ -203,10 +220,14 @@ PLOTS = {"error_distribution": "error_distribution.png", "roc": "roc.png",
 
 def _markdown(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
-    points = [*metrics["thresholds"], {**metrics["best_f1"], "k": "best F1"}]
+    start = metrics["start"]
+    target = start["target_false_alarm_rate"]
+    start_label = f"start: {start['k']:.3g}" + ("" if target is None else f" (target false-alarm rate {target:.2%})")
+    points = [{**start, "k": start_label}, *metrics["thresholds"], {**metrics["best_f1"], "k": "best F1"}]
     rows = "\n".join(
         f"| {p['k']} | {p['threshold']:.4g} | {p['flagged']:,} | {p['precision']:.4f} | {p['recall']:.4f} "
-        f"| {p['f1']:.4f} | {p['confusion_matrix'][0][0]:,} | {p['confusion_matrix'][0][1]:,} "
+        f"| {p['f1']:.4f} | {p['false_alarm_rate']:.2%} "
+        f"| {p['confusion_matrix'][0][0]:,} | {p['confusion_matrix'][0][1]:,} "
         f"| {p['confusion_matrix'][1][0]:,} | {p['confusion_matrix'][1][1]:,} |" for p in points)
     training = report["training"]
     which = "the rows its training held out" if report["held_out_rows"] else "every row (not its training file)"
@@ -220,10 +241,10 @@ def _markdown(report: dict[str, Any]) -> str:
 |---|---|
 | {metrics['auc_roc']:.4f} | {metrics['auc_pr']:.4f} |
 
-Thresholds: the ones the daemon starts with, mean + k · std of the log reconstruction error of the checkpoint's validation rows after upper-tail sigma clipping (plain validation error mean {report['error_mean']:.4g}, std {report['error_std']:.4g}); an event is flagged above it. The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
+Thresholds: mean + k · std of the log score of the checkpoint's validation rows after upper-tail sigma clipping (plain validation score mean {report['error_mean']:.4g}, std {report['error_std']:.4g}); an event is flagged above it. The first row is the one the daemon starts with (k calibrated to the target false-alarm rate; the realised rate on these normal rows beside it). The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
 
-| k | threshold | flagged | precision | recall | F1 | TN | FP | FN | TP |
-|---|---|---|---|---|---|---|---|---|---|
+| k | threshold | flagged | precision | recall | F1 | false-alarm rate | TN | FP | FN | TP |
+|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 ![score distribution per class]({PLOTS['error_distribution']})
@@ -235,8 +256,12 @@ Thresholds: the ones the daemon starts with, mean + k · std of the log reconstr
 
 
 def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Path | str,
-             label_column: str | None = None, device: str = "auto") -> dict[str, Any]:
+             label_column: str | None = None, device: str = "auto",
+             false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE, k: float = 3.0) -> dict[str, Any]:
     """Score a labelled dataset with a checkpoint and write the report.
+
+    ``false_alarm_rate`` and ``k`` are the daemon's ``threshold`` settings: they give the
+    threshold it starts with, whose realised false-alarm rate the report gives.
 
     Writes ``report.json``, ``report.md`` and the PNG plots of :data:`PLOTS` into
     ``report_dir`` (created if needed).
@@ -259,7 +284,8 @@ def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Pat
     rows, held_out = evaluation_rows(checkpoint, dataset)
     labels = dataset.labels[rows]
     scores = score_events(checkpoint, dataset.values[rows], device)
-    metrics = detection_metrics(labels, scores, checkpoint.validation_errors)
+    metrics = detection_metrics(labels, scores, checkpoint.validation_errors,
+                                false_alarm_rate=false_alarm_rate, k=k)
     training = checkpoint.training
     report = {
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint.sha256,

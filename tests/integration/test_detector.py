@@ -62,7 +62,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         assert alert["_key"] == alert["key"] == f"{alert['topic']}-{alert['partition']}-{alert['offset']}"
         assert alert["topic"] == topic and alert["model"] == "deep"
         assert alert["checkpoint_sha256"] == checkpoint.sha256
-        assert alert["reconstruction_error"] > alert["threshold"] > 0
+        assert alert["score"] > alert["threshold"] > 0
         assert alert["zscore"] > settings.threshold.k
         assert alert["detected_at_ms"] >= alert["event_timestamp_ms"] > 0
         assert [f["name"] in CARD_FEATURES for f in alert["top_features"]] == [True] * 3

@@ -45,5 +45,5 @@ def test_each_model_scores_every_streamed_event(name, hparams, broker, topic_nam
     assert set(streamed) == {event_id(dataset, row) for row in rows}
     assert {record["model"] for record in records} == {name}
     offline = score_events(checkpoint, dataset.values[rows], "cpu")
-    served = np.array([streamed[event_id(dataset, row)]["reconstruction_error"] for row in rows])
+    served = np.array([streamed[event_id(dataset, row)]["score"] for row in rows])
     np.testing.assert_allclose(served, offline, rtol=1e-4, atol=1e-6)

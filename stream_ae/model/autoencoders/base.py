@@ -52,6 +52,18 @@ class Autoencoder(nn.Module):
         """The anomaly score per event, shape ``(batch,)`` (see :meth:`score`)."""
         return self.score(x)[0]
 
+    def represent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code and the reconstruction of ``x`` in one pass (deterministic in eval mode).
+
+        Args:
+            x: standardised events ``(batch, features)``.
+
+        Returns:
+            ``(code, reconstruction)``: ``(batch, code width)`` and ``(batch, features)``.
+            The memory-bank score (:mod:`stream_ae.model.memory_bank`) reads both.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not expose its code")
+
 
 def _dense_stack(widths: list[int], last_activation: bool) -> nn.Sequential:
     """Linear layers ``widths[0] → widths[1] → …`` with ReLU between them (and after the last
@@ -104,3 +116,7 @@ class DenseAutoencoder(Autoencoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(x))
+
+    def represent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.encode(x)
+        return code, self.decoder(code)

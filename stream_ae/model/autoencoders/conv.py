@@ -54,5 +54,10 @@ class ConvAutoencoder(Autoencoder):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.represent(x)[1]
+
+    def represent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code is the dense bottleneck ``(batch, code)``."""
         padded = F.pad(x, (0, self.padded_length - self.input_dim)).unsqueeze(1)
-        return self.decoder(self.encoder(padded))[:, 0, :self.input_dim]
+        code = self.encoder(padded)
+        return code, self.decoder(code)[:, 0, :self.input_dim]

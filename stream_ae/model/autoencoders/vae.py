@@ -67,6 +67,11 @@ class VariationalAutoencoder(Autoencoder):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._reconstruct(x)[0]
 
+    def represent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code is ``μ``; the reconstruction is decoded from it (as in eval mode)."""
+        mean, _ = self.encode(x)
+        return mean, self.decoder(mean)
+
     def _negative_elbo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative ELBO per event ``(batch,)`` and the squared error ``(batch, d)``."""
         reconstruction, mean, log_variance = self._reconstruct(x)

@@ -31,8 +31,11 @@ class AutoencoderScorer(ScoreHead):
 
     The whole batch goes through one forward pass under ``torch.inference_mode``:
     standardise ``(x - mean) / std`` on the device, reconstruct, take the per-feature
-    squared error, average it per event, and pick the ``top`` features (for windows:
-    contiguous segments) with the largest error for the alert.
+    squared error, and score each event: with the checkpoint's memory bank (the default),
+    the mean distance to its nearest normal training rows in the autoencoder's view
+    (:mod:`stream_ae.model.memory_bank`; one matrix product against the bank, also on the
+    device); without one, the mean of the squared errors. The ``top`` features (for windows:
+    contiguous segments) with the largest squared error are what an alert blames.
 
     On CUDA the batch is staged in a page-locked (pinned) host buffer and copied with
     ``non_blocking=True``. With ``bucket`` the batch is padded with zero rows to
@@ -64,6 +67,8 @@ class AutoencoderScorer(ScoreHead):
         self.device = resolve_device(device)
         self.checkpoint = checkpoint
         self.model = checkpoint.build().to(self.device)
+        bank = checkpoint.memory_bank()
+        self.bank = None if bank is None else bank.to(self.device)
         self.mean = torch.as_tensor(checkpoint.scaler_mean, device=self.device)
         self.std = torch.as_tensor(checkpoint.scaler_std, device=self.device)
         width = checkpoint.input_dim
@@ -97,15 +102,25 @@ class AutoencoderScorer(ScoreHead):
             return torch.empty((rows, width), dtype=torch.float32).pin_memory().numpy()
         return np.empty((rows, width), np.float32)
 
-    def _errors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardise ``x (rows, features)`` and score it: the error ``(rows,)`` and the
-        per-feature (per-segment for windows) error ``(rows, segments)``, both float32."""
+    def _errors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Standardise ``x (rows, features)`` and score it: the score ``(rows,)``, the
+        reconstruction error ``(rows,)`` and the per-feature (per-segment for windows) error
+        ``(rows, segments)``, all float32."""
         x = (x - self.mean) / self.std
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            errors, per_feature = self.model.score(x)
+            if self.bank is None:
+                errors, per_feature = self.model.score(x)
+            else:
+                code, reconstruction = self.model.represent(x)
+                per_feature = (reconstruction - x) ** 2
         per_feature = per_feature.float()
+        reconstruction_error = per_feature.mean(dim=1)
+        if self.bank is not None:  # the distances in float32 whatever the model's precision
+            score = self.bank.distance(self.bank.embedding(x, code, reconstruction))
+        else:
+            score = errors.float()
         attribution = per_feature if self.pooling is None else per_feature @ self.pooling
-        return errors.float(), attribution
+        return score, reconstruction_error, attribution
 
     def _stage(self, values: np.ndarray) -> torch.Tensor:
         """``values (events, features)`` as a tensor on the device: padded to the bucket size
@@ -149,14 +164,16 @@ class AutoencoderScorer(ScoreHead):
             >>> data = synthetic_transactions(rows=600)
             >>> checkpoint = train_autoencoder(data, TrainingOptions(epochs=1, progress=False))
             >>> scores = AutoencoderScorer(checkpoint, "cpu").score(data.values[:4])
-            >>> scores.errors.shape, scores.top_features(np.array([0]))[0].shape
+            >>> scores.score.shape, scores.top_features(np.array([0]))[0].shape
             ((4,), (1, 3))
         """
         if values.ndim != 2 or values.shape[1] != self.checkpoint.input_dim:
             raise ValueError(f"expected (events, {self.checkpoint.input_dim}) values, got {values.shape}")
         events = len(values)
         if events == 0:
-            return Scores(np.empty(0, np.float32), torch.empty((0, self.segments), device=self.device), self.top)
+            empty = np.empty(0, np.float32)
+            return Scores(empty, empty, torch.empty((0, self.segments), device=self.device), self.top)
         with torch.inference_mode():
-            errors, attribution = self._step(self._stage(values))
-            return Scores(errors[:events].cpu().numpy(), attribution[:events], self.top)
+            score, reconstruction_error, attribution = self._step(self._stage(values))
+            return Scores(score[:events].cpu().numpy(), reconstruction_error[:events].cpu().numpy(),
+                          attribution[:events], self.top)

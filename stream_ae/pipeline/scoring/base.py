@@ -21,14 +21,18 @@ class Scores:
     """Scores of one batch.
 
     Attributes:
-        errors: float32 ``(events,)``, mean squared reconstruction error of the standardised event.
+        score: float32 ``(events,)``, the anomaly score the threshold judges (higher = more
+            anomalous): the memory-bank distance, or the reconstruction error without a bank.
+        reconstruction_error: float32 ``(events,)``, mean squared reconstruction error of
+            the standardised event.
         attribution: float32 tensor ``(events, segments)`` on the scorer's device: the mean
             squared error of each feature (for windows: each segment), in the order of
             ``ScoreHead.attribution_names``.
         top: features (segments) that :meth:`top_features` reports per event.
     """
 
-    errors: np.ndarray
+    score: np.ndarray
+    reconstruction_error: np.ndarray
     attribution: torch.Tensor
     top: int
 
@@ -67,7 +71,7 @@ class ScoreHead(Protocol):
             values: float32 ``(events, features)``, the events as decoded (not standardised).
 
         Returns:
-            :class:`Scores` with ``errors`` ``(events,)`` on the host.
+            :class:`Scores` with ``score`` and ``reconstruction_error`` ``(events,)`` on the host.
 
         Raises:
             ValueError: ``values`` has the wrong number of columns.

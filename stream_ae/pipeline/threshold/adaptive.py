@@ -37,6 +37,11 @@ stationary stream the estimated std settles somewhat below the true one (about 1
 threshold on the synthetic test data); the threshold errs towards alerting, never towards
 silence.
 
+Calibrated k: users think in false alarms, so instead of k they may give the share of
+normal events they accept to see flagged (``false_alarm_rate``). k is then the one whose
+seeded threshold flags that share of the validation scores (:func:`calibrated_k`): the
+threshold keeps its mean + k·std form, and k follows from the data the model never fitted.
+
 During the first ``warmup_events`` events of a partition the threshold in force is the
 one seeded from the checkpoint (the error statistics of held-out normal data); the state
 is updated meanwhile and takes over afterwards.
@@ -57,6 +62,7 @@ from stream_ae.pipeline.threshold.base import Threshold, Verdict
 _STD_FLOOR = 1e-12
 _ERROR_FLOOR = 1e-12  # log scale: errors at or below this count as this
 _CLIPPING_ROUNDS = 100
+DEFAULT_FALSE_ALARM_RATE = 0.05  # the daemon's default target (threshold.false_alarm_rate); README, "Scoring"
 
 
 def to_scale(errors: np.ndarray, scale: str) -> np.ndarray:
@@ -94,6 +100,64 @@ def seed_statistics(validation_errors: np.ndarray, k: float, scale: str) -> tupl
             break
         kept = narrower
     return mean, std
+
+
+def calibrated_k(validation_errors: np.ndarray, false_alarm_rate: float, scale: str) -> float:
+    """The k whose seeded threshold flags ``false_alarm_rate`` of the validation scores.
+
+    The target is the empirical ``1 - false_alarm_rate`` quantile ``q`` of the scores in
+    the working scale (numpy's linear interpolation); k solves
+    ``mean_k + k·std_k = q``, where ``(mean_k, std_k)`` are the sigma-clipped statistics of
+    :func:`seed_statistics` at that k. Both sides grow with k, and their difference does
+    too, so bisection finds it (to 1e-6 in k, within ``[0, 100]``).
+
+    Args:
+        validation_errors: ``(rows,)`` scores of normal validation rows.
+        false_alarm_rate: the share of normal events to flag, in ``(0, 0.5)``.
+        scale: ``log`` or ``linear``.
+
+    Returns:
+        k, at least 0 and at most 100.
+
+    Raises:
+        ValueError: a rate outside ``(0, 0.5)``, or no validation errors.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> errors = np.exp(rng.normal(size=100_000))
+        >>> k = calibrated_k(errors, 0.01, "log")
+        >>> round(float((errors > seeded_threshold(errors, k, "log")).mean()), 3)
+        0.01
+    """
+    if not 0 < false_alarm_rate < 0.5:
+        raise ValueError(f"false_alarm_rate must lie in (0, 0.5), got {false_alarm_rate}")
+    values = to_scale(validation_errors, scale)
+    if len(values) == 0:
+        raise ValueError("the checkpoint holds no validation errors to calibrate the threshold")
+    target = float(np.quantile(values, 1.0 - false_alarm_rate))
+
+    def excess(k: float) -> float:
+        mean, std = seed_statistics(validation_errors, k, scale)
+        return mean + k * max(std, _STD_FLOOR) - target
+
+    low, high = 0.0, 100.0
+    if excess(low) >= 0:
+        return low
+    if excess(high) <= 0:
+        return high
+    while high - low > 1e-6:
+        middle = (low + high) / 2
+        if excess(middle) < 0:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def starting_k(validation_errors: np.ndarray, k: float, false_alarm_rate: float | None, scale: str) -> float:
+    """The k the daemon runs with: :func:`calibrated_k` when a ``false_alarm_rate`` is set,
+    else ``k`` as given."""
+    return k if false_alarm_rate is None else calibrated_k(validation_errors, false_alarm_rate, scale)
 
 
 def seeded_threshold(validation_errors: np.ndarray, k: float, scale: str) -> float:

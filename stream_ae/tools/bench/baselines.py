@@ -51,7 +51,7 @@ def naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpoi
             else:
                 event = json.loads(message.value)
                 row = event["samples"] if checkpoint.kind == "window" else [event[name] for name in names]
-            error = float(scorer.score(np.asarray([row], np.float32)).errors[0])
+            error = float(scorer.score(np.asarray([row], np.float32)).score[0])
             if error > threshold:
                 producer.send(alerts, json.dumps({"offset": message.offset, "error": error}).encode()).get(30)
             consumer.commit({TopicPartition(message.topic, message.partition):
@@ -133,7 +133,7 @@ def accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, comp
     if dataset.labels is None:
         raise ValueError(f"bench: the accuracy check needs labels; {dataset.name} has none")
     values, labels = dataset.values[rows], dataset.labels[rows]
-    reference = AutoencoderScorer(checkpoint, device).score(values).errors
+    reference = AutoencoderScorer(checkpoint, device).score(values).score
     variants: dict[str, dict[str, Any]] = {"bf16": {"precision": "bf16"}}
     if compile:
         variants["compile"] = {"compile": True}
@@ -141,7 +141,7 @@ def accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, comp
     for name, kwargs in variants.items():
         try:
             started = time.perf_counter()
-            errors = AutoencoderScorer(checkpoint, device, **kwargs).score(values).errors
+            errors = AutoencoderScorer(checkpoint, device, **kwargs).score(values).score
         except Exception as exc:  # torch.compile needs a working C++ toolchain; report why not
             report[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             continue
