@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from readme_section import rewrite  # scripts/readme_section.py, beside this file
+
 from stream_ae.tools.bench.report import markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -32,21 +34,12 @@ def section(runs: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def rewrite(readme: str, body: str) -> str:
-    """``readme`` with the text between the markers replaced by ``body`` (markers appended if absent)."""
-    if START not in readme:
-        return readme.rstrip("\n") + f"\n\n## Performance\n\n{START}\n{body}{END}\n"
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{body}{END}{tail}"
-
-
 def main(paths: list[str]) -> int:
     if not paths:
         print(__doc__, file=sys.stderr)
         return 2
     runs = [json.loads(Path(path).read_text()) for path in paths]
-    README.write_text(rewrite(README.read_text(), section(runs)))
+    README.write_text(rewrite(README.read_text(), START, END, "## Performance", section(runs)))
     print(f"rewrote the Performance section of {README} from {len(runs)} run(s)")
     return 0
 

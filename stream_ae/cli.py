@@ -15,6 +15,7 @@ import numpy as np
 from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import load_dataset
+from stream_ae.model.memory_bank import BankOptions
 from stream_ae.model.training import SCORES, TrainingOptions
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 from stream_ae.service.config import load_settings
@@ -36,12 +37,16 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", default=defaults.score, choices=SCORES,
                         help="memory-bank: distance to the nearest normal training rows in the autoencoder's "
                              "view; reconstruction: the reconstruction error alone (default: %(default)s)")
+    parser.add_argument("--bank-rows", type=int, default=defaults.bank.max_rows,
+                        help="most training rows kept in the memory bank; its scoring cost per event grows "
+                             "with it (default: %(default)s)")
 
 
 def _training_options(args: argparse.Namespace, progress: bool = True) -> TrainingOptions:
     return TrainingOptions(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, patience=args.patience, seed=args.seed,
-                           device=args.device, progress=progress, score=args.score)
+                           device=args.device, progress=progress, score=args.score,
+                           bank=BankOptions(max_rows=args.bank_rows))
 
 
 def _add_threshold_flags(parser: argparse.ArgumentParser) -> None:

@@ -37,5 +37,12 @@ def test_bench_quick_reports_every_figure_as_one_json_line(broker, capsys):
     for load in ("50%", "90%"):
         assert summary["latency"]["kafka-python"][load]["events"] > 0
     assert summary["accuracy"]["bf16"]["max_abs_diff"] >= 0
+    heads = summary["score_heads"]  # the default memory-bank score beside the plain reconstruction error
+    for name in ("memory-bank", "reconstruction"):
+        assert heads[name]["detector_eps"] > 0 and heads[name]["score_s_per_batch"] > 0, name
+    assert heads["bank_rows"] > 0 and heads["ratio"] == pytest.approx(
+        sorted(heads["ratio_runs"])[len(heads["ratio_runs"]) // 2])
+    assert "memory-bank / reconstruction eps >= 0.7" in summary["targets"]
+    assert any(line.strip().startswith("memory-bank / reconstruction events/s") for line in out)
     assert {"value", "bound", "met"} <= set(next(iter(summary["targets"].values())))
     assert any(line.startswith("detector (events/s)") for line in out), "the table precedes the JSON line"

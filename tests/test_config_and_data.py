@@ -115,8 +115,8 @@ def test_checkpoint_round_trip_scores_identically(synthetic_checkpoint, tmp_path
     assert loaded.sha256 and loaded.feature_names == checkpoint.feature_names
     assert loaded.training["split"]["test"].tolist() == checkpoint.training["split"]["test"].tolist()
     rows = np.random.default_rng(0).normal(size=(50, 29)).astype(np.float32)
-    np.testing.assert_allclose(AutoencoderScorer(checkpoint, "cpu").score(rows).errors,
-                               AutoencoderScorer(loaded, "cpu").score(rows).errors, rtol=1e-6)
+    np.testing.assert_allclose(AutoencoderScorer(checkpoint, "cpu").score(rows).score,
+                               AutoencoderScorer(loaded, "cpu").score(rows).score, rtol=1e-6)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "junk.pt")
@@ -130,6 +130,6 @@ def test_training_separates_synthetic_anomalies(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
     dataset = synthetic_transactions(rows=6000)
     test = checkpoint.training["split"]["test"]
-    errors = AutoencoderScorer(checkpoint, "cpu").score(dataset.values[test]).errors
+    errors = AutoencoderScorer(checkpoint, "cpu").score(dataset.values[test]).score
     assert roc_auc_score(dataset.labels[test], errors) > 0.8
     assert checkpoint.error_std > 0 and checkpoint.training["epochs_run"] >= 1

@@ -142,11 +142,11 @@ class MemoryBank:
         parts = []
         for start in range(0, len(embedded), chunk):
             query = embedded[start:start + chunk]
-            # squared distance |q|² - 2 q·b + |b|², in one matrix product
-            squared = torch.addmm(self.row_norms, query, self.rows.T, alpha=-2)
-            squared += (query * query).sum(dim=1, keepdim=True)
-            nearest = torch.topk(squared, self.k, dim=1, largest=False, sorted=False).values
-            parts.append(nearest.clamp_min(0).sqrt().mean(dim=1))
+            # the k nearest by |b|² - 2 q·b (|q|² is the same for every row), one matrix product;
+            # then their distances computed directly, free of that expansion's cancellation
+            ranking = torch.addmm(self.row_norms, query, self.rows.T, alpha=-2)
+            nearest = torch.topk(ranking, self.k, dim=1, largest=False, sorted=False).indices
+            parts.append((self.rows[nearest] - query[:, None, :]).norm(dim=2).mean(dim=1))
         return torch.cat(parts) if parts else embedded.new_empty(0)
 
     def score(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,3 +161,23 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         },
         score_head=None if bank is None else bank.state(),
     )
+
+
+def without_memory_bank(checkpoint: Checkpoint, dataset: LabelledDataset) -> Checkpoint:
+    """The same trained model scoring events by its reconstruction error alone.
+
+    The memory bank is dropped and the validation statistics (which seed the threshold) are
+    recomputed on the checkpoint's validation rows of ``dataset``, the file it was trained on.
+    For comparisons of the two scores on one model (``stream-ae compare``, ``stream-ae bench``).
+
+    Raises:
+        ValueError: ``dataset`` is not the one the checkpoint was trained on.
+    """
+    if checkpoint.training.get("dataset_sha256") != dataset.sha256:
+        raise ValueError(f"{checkpoint.describe()} was not trained on {dataset.name}")
+    rows = np.asarray(checkpoint.training["split"]["validation"])
+    model = checkpoint.build()
+    validation = torch.from_numpy((dataset.values[rows] - checkpoint.scaler_mean) / checkpoint.scaler_std)
+    errors = _mean_error(model, validation).numpy().astype(np.float32)
+    return dataclasses.replace(checkpoint, score_head=None, validation_errors=errors,
+                               error_mean=float(errors.mean()), error_std=float(errors.std()), sha256="")

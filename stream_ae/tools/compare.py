@@ -39,7 +39,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from stream_ae.model.datasets import DatasetError, LabelledDataset, load_dataset, split_normal_rows
-from stream_ae.model.training import TrainingOptions, train_autoencoder
+from stream_ae.model.training import TrainingOptions, train_autoencoder, without_memory_bank
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 from stream_ae.tools.evaluate import detection_metrics, score_events
 
@@ -141,7 +141,7 @@ def compare_dataset(dataset: LabelledDataset, options: TrainingOptions, max_rows
     metrics = detection_metrics(labels, scores, checkpoint.validation_errors,
                                 false_alarm_rate=false_alarm_rate, k=k)
     start = metrics["start"]
-    plain = dataclasses.replace(checkpoint, score_head=None)
+    plain = without_memory_bank(checkpoint, dataset) if checkpoint.score_head is not None else checkpoint
     train = dataset.values[split.train]
     return {
         "rows": int(len(dataset.values)), "features": int(dataset.values.shape[1]),

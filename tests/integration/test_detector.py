@@ -22,7 +22,7 @@ from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.datasets import CARD_FEATURES
 from stream_ae.pipeline.alerts import REASON_HEADER, SOURCE_HEADER
-from stream_ae.pipeline.threshold.adaptive import seeded_threshold
+from stream_ae.pipeline.threshold.adaptive import calibrated_k, seeded_threshold
 from stream_ae.service.daemon import BackgroundDetector
 from tests.helpers import DATASET, committed_total, detector_settings, events, produce, wait_for
 
@@ -51,7 +51,10 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
         ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status
         metrics = scrape(port)
+        k = running.daemon.served.threshold.k  # calibrated to threshold.false_alarm_rate
 
+    expected_k = calibrated_k(checkpoint.validation_errors, settings.threshold.false_alarm_rate, "log")
+    assert k == expected_k > 0
     assert totals == {"events_in": 601, "events_scored": 600, "dead_lettered": 1,
                       "alerts": totals["alerts"]}
     alerts = [orjson.loads(r.value) | {"_key": r.key.decode()}
@@ -63,7 +66,8 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         assert alert["topic"] == topic and alert["model"] == "deep"
         assert alert["checkpoint_sha256"] == checkpoint.sha256
         assert alert["score"] > alert["threshold"] > 0
-        assert alert["zscore"] > settings.threshold.k
+        assert alert["zscore"] > k
+        assert isinstance(alert["reconstruction_error"], float) and alert["reconstruction_error"] >= 0
         assert alert["detected_at_ms"] >= alert["event_timestamp_ms"] > 0
         assert [f["name"] in CARD_FEATURES for f in alert["top_features"]] == [True] * 3
         errors = [f["error"] for f in alert["top_features"]]
@@ -214,15 +218,18 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
         assert running.daemon.metrics.totals()["alerts"] - alerts_before == 400, "every burst event flagged"
         assert after_burst == settled, "a burst of anomalies must not move the threshold"
 
-        shifted = (DATASET.values + rng.normal(scale=0.5, size=DATASET.values.shape)
+        # a drift that lifts the score of every event, a third of them over the bar at first
+        # (one that lifts all of them over it is what the bar must not follow: a burst)
+        shifted = (DATASET.values + rng.normal(scale=0.2, size=DATASET.values.shape)
                    * checkpoint.scaler_std).astype(np.float32)
         shifted_rows = rng.choice(normal_rows, 3000)
         alerts_before = running.daemon.metrics.totals()["alerts"]
         after_shift = phase(events(shifted_rows, shifted))
         shift_alerts = running.daemon.metrics.totals()["alerts"] - alerts_before
-        shifted_errors = running.daemon.served.scorer.score(shifted[shifted_rows[-1500:]]).errors
+        shifted_errors = running.daemon.served.scorer.score(shifted[shifted_rows[-1500:]]).score
+        k = running.daemon.served.threshold.k
     # the bar moved to where the shifted stream's own statistics put it
-    target = seeded_threshold(shifted_errors, settings.threshold.k, settings.threshold.scale)
+    target = seeded_threshold(shifted_errors, k, settings.threshold.scale)
     assert abs(after_shift - settled) > 0.2 * settled, "the threshold moved with the stream"
     assert after_shift == pytest.approx(target, rel=0.2)
     assert shift_alerts < 0.1 * 3000, "the shifted level becomes normal, not a stream of alerts"

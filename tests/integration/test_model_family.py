@@ -1,4 +1,6 @@
-"""Every model of the family serves in the daemon: events in through a real broker, a score out per event."""
+"""Every model of the family serves in the daemon: events in through a real broker, a score out per
+event, equal to the offline ``evaluate`` score of the same event; with the default memory-bank
+score, and with the plain reconstruction error."""
 
 from __future__ import annotations
 
@@ -19,14 +21,17 @@ from tests.helpers import detector_settings, synthetic_windows
 pytestmark = pytest.mark.integration
 
 EVENTS = 120
-CASES = [(name, {}) for name in sorted(MODEL_BUILDERS)] + [("vae", {"score": "elbo"})]
+CASES = [(name, {}, "memory-bank") for name in sorted(MODEL_BUILDERS)] + \
+    [("deep", {}, "reconstruction"), ("vae", {"score": "elbo"}, "reconstruction")]
 
 
-@pytest.mark.parametrize(("name", "hparams"), CASES, ids=[f"{n}-{h['score']}" if h else n for n, h in CASES])
-def test_each_model_scores_every_streamed_event(name, hparams, broker, topic_names, tmp_path):
+@pytest.mark.parametrize(("name", "hparams", "score"), CASES,
+                         ids=[f"{n}-{h['score'] if h else score}" for n, h, score in CASES])
+def test_each_model_scores_every_streamed_event(name, hparams, score, broker, topic_names, tmp_path):
     dataset = synthetic_windows() if name == "conv" else synthetic_transactions(rows=1200, seed=4)
     checkpoint = train_autoencoder(dataset, TrainingOptions(model=name, hparams=hparams, epochs=3, seed=1,
-                                                            device="cpu", progress=False))
+                                                            device="cpu", progress=False, score=score))
+    assert checkpoint.score_name == score
     path = tmp_path / f"{name}.pt"
     save_checkpoint(checkpoint, path)
     settings = detector_settings(broker, topic_names, path)

@@ -34,6 +34,10 @@ class BenchOptions:
         bootstrap_servers: an existing cluster; None starts the local broker.
         progress: progress bars on stderr.
         training_epochs: epochs of the brief training when no checkpoint is given.
+        score_heads: also measure the memory-bank score against the plain reconstruction
+            error of the same model (:mod:`stream_ae.tools.bench.score_heads`), on
+            confluent-kafka where measured; needs the checkpoint's own training data.
+        score_head_events: events each of those detector runs scores.
     """
 
     events: int = 200_000
@@ -56,12 +60,15 @@ class BenchOptions:
     bootstrap_servers: str | None = None
     progress: bool = True
     training_epochs: int = 8
+    score_heads: bool = True
+    score_head_events: int = 50_000
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchOptions:
         """Tiny sizes for a smoke run (seconds, not minutes): figures are not meaningful."""
         return cls(**{"events": 3000, "rounds": 1, "max_batch_size": 256, "latency_seconds": 1.5,
-                      "baseline_seconds": 1.0, "compile": False, "training_epochs": 2, **changes})
+                      "baseline_seconds": 1.0, "compile": False, "training_epochs": 2,
+                      "score_head_events": 1000, **changes})
 
 
 @dataclass

@@ -49,6 +49,8 @@ def summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, w
     summary["latency"] = {client: figures["latency"] for client, figures in clients.items()}
     if "accuracy" in results:
         summary["accuracy"] = results["accuracy"]
+    if "score_heads" in results:
+        summary["score_heads"] = results["score_heads"]
     bound = options.max_wait_ms / 1000 + 0.030
     both = {"confluent-kafka", "kafka-python"} <= clients.keys()
     at_least, above, below = float.__ge__, float.__gt__, float.__lt__
@@ -60,6 +62,7 @@ def summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, w
             if both else None, 1.0, above),
         f"p99 at 50% load < {bound * 1000:.0f} ms (s)": (summary.get("latency_p99_s"), bound, below),
         "detector / per-event baseline >= 50": (summary["baseline_ratio"], 50.0, at_least),
+        "memory-bank / reconstruction eps >= 0.7": (results.get("score_heads", {}).get("ratio"), 0.7, at_least),
     }
     summary["targets"] = {
         name: {"value": value, "bound": limit, "met": None if value is None else bool(compare(float(value), limit))}
@@ -114,6 +117,17 @@ def table(summary: dict[str, Any]) -> str:
     if "scale_out_eps" in summary:
         lines.append(f"scale-out, 2 processes, 1 group   {_eps(summary['scale_out_eps'])} events/s "
                      f"({summary['scale_out_speedup']:.2f}x one detector)")
+    heads = summary.get("score_heads")
+    if heads:
+        lines.append(f"score heads ({heads['client']}, same model, {len(heads['ratio_runs'])} rounds each; memory bank "
+                     f"of {heads['bank_rows']:,} rows):")
+        for name in ("memory-bank", "reconstruction"):
+            figures = heads[name]
+            lines.append(f"  {name:15} {_eps(figures['detector_eps']):>9} events/s; score stage "
+                         f"{figures['score_s_per_event'] * 1e6:.2f} us/event; scorer alone "
+                         f"{figures['score_s_per_batch'] * 1000:.1f} ms per {heads['batch_events']:,}-event batch")
+        lines.append(f"  memory-bank / reconstruction events/s: {heads['ratio']:.2f} (runs "
+                     f"{' '.join(f'{v:.2f}' for v in heads['ratio_runs'])})")
     for name, figures in summary.get("accuracy", {}).items():
         if isinstance(figures, dict) and "max_abs_diff" in figures:
             lines.append(f"{name:5} vs fp32 on {summary['accuracy']['rows']:,} held-out rows: max |score diff| "

@@ -17,7 +17,7 @@ from stream_ae.kafka.local_broker import LocalBroker
 from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import load_dataset, synthetic_transactions
-from stream_ae.model.training import TrainingOptions, train_autoencoder
+from stream_ae.model.training import TrainingOptions, train_autoencoder, without_memory_bank
 from stream_ae.service.config import Settings
 from stream_ae.service.daemon import freeze_long_lived_objects
 from stream_ae.tools.bench.baselines import accuracy, model_per_event, naive_baseline, scale_out
@@ -25,6 +25,7 @@ from stream_ae.tools.bench.latency import FIXED_RATE_EPS, LOAD_LEVELS, measure_l
 from stream_ae.tools.bench.options import BenchOptions, BenchTopics, detector_settings
 from stream_ae.tools.bench.producers import encode_payloads, fill_topic
 from stream_ae.tools.bench.report import summarise
+from stream_ae.tools.bench.score_heads import score_head_rounds
 from stream_ae.tools.bench.throughput import consume_limit, round_figures, throughput_rounds
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             results["clients"][client] = {**round_figures(figures), "latency": latency}
         baseline = naive_baseline(bootstrap, topics.input, topics.alerts, checkpoint, options.baseline_seconds)
         results["per_event_baseline_eps"] = baseline
+        if options.score_heads and checkpoint.score_head is not None \
+                and checkpoint.training.get("dataset_sha256") == dataset.sha256:
+            plain_path = Path(workdir) / "reconstruction.pt"
+            save_checkpoint(without_memory_bank(checkpoint, dataset), plain_path)
+            client = "confluent-kafka" if "confluent-kafka" in clients else clients[0]
+
+            def head_settings(group: str, path: Path, client: str = client) -> Settings:
+                return detector_settings(options, bootstrap, topics, client, f"bench-{run_id}-head-{group}", path)
+            results["score_heads"] = {"client": client, **score_head_rounds(
+                head_settings, {"memory-bank": (checkpoint, checkpoint_path),
+                                "reconstruction": (load_checkpoint(plain_path), plain_path)},
+                options.rounds, min(options.score_head_events, in_topic),
+                np.ascontiguousarray(dataset.values[:options.max_batch_size]), options.device, options.progress)}
         results["model_per_event_eps"] = model_per_event(checkpoint, dataset.values[:2000])
         if options.scale_out:
             results["scale_out_eps"] = scale_out(

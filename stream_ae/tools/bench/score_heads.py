@@ -1,0 +1,82 @@
+"""What the default score costs: the memory-bank score beside the plain reconstruction error.
+
+The same trained model is served twice, once with its memory bank (the default) and once
+scoring by reconstruction error alone
+(:func:`stream_ae.model.training.without_memory_bank`). Detector runs of the two alternate
+(B R B R …) on one client, each in a fresh consumer group over the same records, so that a
+drift in the machine's load favours neither; a round's ratio is the bank's events/s over
+the plain run's beside it, and the figures are medians over the rounds. The scoring time of
+one full batch is also measured apart from Kafka (the scorer alone, median of repeats).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream_ae.model.checkpoint import Checkpoint
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.service.config import Settings
+from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.bench.throughput import WATCH_INTERVAL_S, sustained
+
+HEADS = ("memory-bank", "reconstruction")
+
+
+def score_seconds_per_batch(checkpoint: Checkpoint, values: np.ndarray, device: str, repeats: int = 5) -> float:
+    """Median seconds of one :meth:`AutoencoderScorer.score` call on ``values (batch, features)``."""
+    scorer = AutoencoderScorer(checkpoint, device)
+    scorer.score(values)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        scorer.score(values)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def score_head_rounds(settings: Callable[[str, Path], Settings], served: dict[str, tuple[Checkpoint, Path]],
+                      rounds: int, events: int, batch: np.ndarray, device: str, progress: bool) -> dict[str, Any]:
+    """Alternating detector runs of the two heads, and the scorer's time per batch.
+
+    Args:
+        settings: ``(group, checkpoint path) -> Settings`` for a fresh consumer group.
+        served: :data:`HEADS` name -> ``(checkpoint, its file)``.
+        rounds: runs of each head.
+        events: events each run scores (the topic holds at least as many).
+        batch: float32 ``(max batch size, features)`` events for the scorer-alone timing.
+
+    Returns:
+        Per head: ``detector_eps`` (median), ``detector_runs_eps``, ``score_s_per_event``
+        (the loop's score stage over the runs), ``score_s_per_batch`` (the scorer alone on
+        ``batch``); and ``ratio`` (median of the rounds' memory-bank / reconstruction events/s),
+        ``ratio_runs``, ``batch_events``, ``bank_rows``.
+    """
+    figures: dict[str, Any] = {name: {"detector_runs_eps": [], "score_seconds": 0.0, "scored": 0} for name in HEADS}
+    for round_number in range(1, rounds + 1):
+        for name in HEADS:
+            checkpoint, path = served[name]
+            running = BackgroundDetector(settings(f"{name}-{round_number}", path), checkpoint,
+                                         poll_s=WATCH_INTERVAL_S).start()
+            try:
+                eps, spent = sustained(running, events, progress, f"detector ({name} score, round {round_number})")
+            finally:
+                running.stop()
+            figures[name]["detector_runs_eps"].append(eps)
+            figures[name]["score_seconds"] += spent.get("score", 0.0)
+            figures[name]["scored"] += events
+    result: dict[str, Any] = {}
+    for name in HEADS:
+        runs = figures[name]["detector_runs_eps"]
+        result[name] = {"detector_eps": float(np.median(runs)), "detector_runs_eps": runs,
+                        "score_s_per_event": figures[name]["score_seconds"] / max(figures[name]["scored"], 1),
+                        "score_s_per_batch": score_seconds_per_batch(served[name][0], batch, device)}
+    ratios = [bank / plain for bank, plain in zip(result["memory-bank"]["detector_runs_eps"],
+                                                  result["reconstruction"]["detector_runs_eps"])]
+    bank_state = served["memory-bank"][0].score_head or {}
+    return {**result, "ratio": float(np.median(ratios)), "ratio_runs": ratios, "batch_events": len(batch),
+            "bank_rows": int(len(bank_state.get("rows", [])))}
