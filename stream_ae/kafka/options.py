@@ -88,6 +88,9 @@ class ConsumerOptions:
         max_partition_fetch_bytes: bytes per partition in one fetch, at most.
         static_partitions: ``(topic, partition)`` pairs to read instead of joining the
             group's rebalances, or None to join them.
+        read_committed: read with ``isolation.level=read_committed``: records of aborted
+            transactions are skipped, and a partition is read only up to its last stable
+            offset (KIP-98); otherwise ``read_uncommitted``, with both clients.
     """
 
     group_id: str
@@ -99,6 +102,29 @@ class ConsumerOptions:
     fetch_max_wait_ms: int
     max_partition_fetch_bytes: int
     static_partitions: list[PartitionKey] | None = None
+    read_committed: bool = False
+
+    @property
+    def isolation_level(self) -> str:
+        """``read_committed`` or ``read_uncommitted``, as both clients spell it."""
+        return "read_committed" if self.read_committed else "read_uncommitted"
+
+
+@dataclass(frozen=True)
+class TransactionOptions:
+    """A transactional producer's identity (exactly-once delivery, KIP-98).
+
+    Attributes:
+        transactional_id: the producer's ``transactional.id``: one per instance running at
+            a time, the same across its restarts (the restarted producer then aborts what its
+            predecessor left open). Zombie instances of the consumer group are fenced by the
+            group generation sent with the offsets (KIP-447), not by this id.
+        timeout_ms: ``transaction.timeout.ms``: the broker aborts a transaction left open
+            longer (milliseconds).
+    """
+
+    transactional_id: str
+    timeout_ms: int = 10_000
 
 
 class ProducerTuning:

@@ -8,12 +8,18 @@ from itertools import chain
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from stream_ae.kafka.consuming import BatchPolicy, log_failed_commit, start_reading
 from stream_ae.kafka.ends import Source
 from stream_ae.kafka.options import Connection, ConsumerOptions
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey, Record
+
+
+def offsets_and_metadata(next_offsets: dict[PartitionKey, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """kafka-python's form of offsets to commit (no metadata, no leader epoch)."""
+    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in next_offsets.items()}
 
 
 def _commit_answered(offsets: dict, response: object) -> None:
@@ -68,7 +74,10 @@ class KafkaSource(Source):
             max_partition_fetch_bytes=consumer.max_partition_fetch_bytes,
             session_timeout_ms=consumer.session_timeout_ms,
             heartbeat_interval_ms=consumer.heartbeat_interval_ms,
+            isolation_level=consumer.isolation_level,
         )
+        self.subscribes = not consumer.static_partitions
+        self._membership = self.consumer.group_metadata()
         start_reading(
             topics, consumer.static_partitions,
             lambda keys: self.consumer.assign([TopicPartition(topic, number) for topic, number in keys]),
@@ -83,7 +92,9 @@ class KafkaSource(Source):
         """The client's records of one micro-batch (:meth:`consuming.BatchPolicy.fill`): at
         most ``max_batch_size``, waiting at most ``max_wait_ms``; empty when nothing
         arrived in time."""
-        return self.batching.fill(self._fetch)
+        records = self.batching.fill(self._fetch)
+        self._membership = self.consumer.group_metadata()
+        return records
 
     def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns."""
@@ -93,8 +104,7 @@ class KafkaSource(Source):
         """See :meth:`ends.Source.commit`; an asynchronous commit's outcome is logged when the
         reply arrives during a later poll, a synchronous one refused after a rebalance
         (``CommitFailedError``) returns False."""
-        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                   for (topic, partition), offset in next_offsets.items()}
+        offsets = offsets_and_metadata(next_offsets)
         if not offsets:
             return True
         if asynchronous:
@@ -114,6 +124,13 @@ class KafkaSource(Source):
             tp = TopicPartition(topic, partition)
             if tp in assigned:
                 self.consumer.seek(tp, offset)
+
+    def group_metadata(self) -> ConsumerGroupMetadata | None:
+        """See :meth:`ends.Source.group_metadata`: kafka-python's ``ConsumerGroupMetadata``,
+        taken right after the latest poll; None when the consumer subscribes and held no
+        generation then."""
+        membership = self._membership
+        return None if self.subscribes and membership.generation_id < 0 else membership
 
     def connected(self) -> bool:
         """Whether the consumer holds at least one open broker connection right now."""
