@@ -7,7 +7,8 @@ to a broker take its settings (from the ``broker`` fixture) as an argument.
 - plain-data records and scripted Kafka ends (no broker involved);
 - the real datasets (skipped where absent), small synthetic data, a tiny checkpoint;
 - the codec tests' feature layout;
-- settings for a detector on the test broker, and waiting for a condition;
+- the test broker's kind (``STREAM_AE_TEST_BROKER``), settings for a detector on it, and
+  waiting for a condition;
 - producing to and reading from the test broker, committed offsets;
 - the daemon as a real process.
 
@@ -51,6 +52,7 @@ from stream_ae.pipeline.codec import Batch, EventDecoder, Rejected, encode_event
 from stream_ae.service.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from stream_ae.kafka.apache_broker import ApacheKafka
     from stream_ae.kafka.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,9 +215,37 @@ def decode(decoder: EventDecoder, records: Sequence[Record]) -> tuple[Batch, lis
     return decoder.decode(ConsumedBatch.from_records(records))
 
 
-# -- a detector on the test broker ---------------------------------------------------------------
+# -- the test broker, a detector on it ----------------------------------------------------------
 
-def detector_settings(broker: LocalBroker, names: Callable[[str], str], checkpoint_path: Path,
+BROKER_KINDS = ("tansu", "apache")
+
+
+def broker_kind() -> str:
+    """The kind of broker the tests run against: ``STREAM_AE_TEST_BROKER`` (``apache`` or
+    ``tansu``), ``tansu`` when unset (pip-only: a bare ``pytest`` needs no Java or Maven).
+
+    Raises:
+        ValueError: any other value, naming the variable.
+    """
+    kind = os.environ.get("STREAM_AE_TEST_BROKER") or "tansu"
+    if kind not in BROKER_KINDS:
+        raise ValueError(f"STREAM_AE_TEST_BROKER={kind!r}: expected one of {', '.join(BROKER_KINDS)}")
+    return kind
+
+
+def make_broker(log_path: Path) -> LocalBroker | ApacheKafka:
+    """A broker of :func:`broker_kind` on a free port of 127.0.0.1, not started yet, logging
+    to ``log_path``: Apache Kafka (one node, jars fetched with Maven on first use) or Tansu."""
+    if broker_kind() == "apache":
+        from stream_ae.kafka.apache_broker import ApacheKafka
+
+        return ApacheKafka(log_path=log_path)
+    from stream_ae.kafka.local_broker import LocalBroker
+
+    return LocalBroker(log_path=log_path)
+
+
+def detector_settings(broker: LocalBroker | ApacheKafka, names: Callable[[str], str], checkpoint_path: Path,
                       **overrides: dict[str, Any]) -> Settings:
     """Settings for a detector on the test broker with fresh topics and fast group joins."""
     sections: dict[str, dict[str, Any]] = {
