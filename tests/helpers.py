@@ -10,7 +10,7 @@ to a broker take its settings (from the ``broker`` fixture) as an argument.
 - the test broker's kind (``STREAM_AE_TEST_BROKER``), settings for a detector on it, and
   waiting for a condition;
 - producing to and reading from the test broker, committed offsets;
-- the daemon as a real process.
+- the daemon as a real process (one may freeze itself after a given batch).
 
 The scripted ends subclass the Kafka contracts (:mod:`stream_ae.kafka.ends`) explicitly,
 so that mypy (run by ``.ci/run`` over this file) fails when one of them no longer
@@ -233,6 +233,12 @@ def broker_kind() -> str:
     return kind
 
 
+def skip_on_tansu(lacks: str) -> None:
+    """Skip the test against Tansu, which lacks what it tests (``lacks``: what, and why it matters)."""
+    if broker_kind() == "tansu":
+        pytest.skip(f"Tansu {lacks}; run with STREAM_AE_TEST_BROKER=apache")
+
+
 def make_broker(log_path: Path) -> LocalBroker | ApacheKafka:
     """A broker of :func:`broker_kind` on a free port of 127.0.0.1, not started yet, logging
     to ``log_path``: Apache Kafka (one node, jars fetched with Maven on first use) or Tansu."""
@@ -296,22 +302,28 @@ def produce_to(connection: Connection, topic: str, values: Sequence[bytes | None
         sink.close()
 
 
-def read_json(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[dict]:
-    """The JSON values of a topic's records, with their record key as ``_key``."""
+def read_json(settings: Settings, topic: str, expected: int | None, timeout_s: float = 60.0,
+              read_committed: bool = False) -> list[dict]:
+    """The JSON values of a topic's records, with their record key as ``_key`` (``read_committed``:
+    those of committed transactions only)."""
     return [orjson.loads(r.value) | {"_key": r.key.decode()}
-            for r in read_topic(settings.kafka.connection(), topic, expected, timeout_s)]
+            for r in read_topic(settings.kafka.connection(), topic, expected, timeout_s, read_committed)]
 
 
-def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
-    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
+def group_offsets(connection: Connection, group_id: str, topic: str, partitions: int) -> dict[int, int]:
+    """Consumer group ``group_id``'s committed offset of each partition of ``topic`` (0 where none)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=settings.consumer.group_id,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(**connection.kafka_python(), group_id=group_id, enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
     finally:
         consumer.close(autocommit=False)
+
+
+def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
+    return group_offsets(settings.kafka.connection(), settings.consumer.group_id, topic, partitions)
 
 
 def committed_total(settings: Settings, topic: str, partitions: int) -> int:
@@ -328,23 +340,39 @@ class DaemonProcess:
         settings: written to a YAML file the daemon reads; ``metrics.port`` is replaced.
         workdir: where the config file and the daemon's log go.
         name: distinguishes the files of several daemons.
+        freeze_after_batches: the daemon stops itself (SIGSTOP, every thread frozen) right
+            after polling its N-th non-empty batch, before handling it (see
+            :func:`run_freezing_daemon`); None runs it plainly.
     """
 
-    def __init__(self, settings: Settings, workdir: Path, name: str = "daemon") -> None:
+    def __init__(self, settings: Settings, workdir: Path, name: str = "daemon",
+                 freeze_after_batches: int | None = None) -> None:
         self.port = free_port()
         values = settings.model_dump(mode="json")
         values["metrics"]["port"] = self.port
         self.config = workdir / f"{name}.yaml"
         self.config.write_text(yaml.safe_dump(values))
         self.log_path = workdir / f"{name}.log"
+        self.freeze_after_batches = freeze_after_batches
         self.process: subprocess.Popen | None = None
 
     def start(self) -> DaemonProcess:
+        command = (["-m", "stream_ae", "run", "--config", str(self.config)] if self.freeze_after_batches is None
+                   else ["-m", "tests.helpers", str(self.config), str(self.freeze_after_batches)])
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream_ae", "run", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=log,
+                                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
+
+    def stopped(self) -> bool:
+        """Whether the process is stopped by a signal (SIGSTOP: state ``T`` in ``/proc``)."""
+        assert self.process is not None
+        return Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+    def resume(self) -> None:
+        """SIGCONT: a stopped daemon goes on where it stopped."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of ``/metrics``; empty while the server is not up."""
@@ -401,3 +429,42 @@ class SavedStates:
     def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:
         return repr(partition).encode(), repr(state).encode()
 
+
+
+# -- a daemon that freezes itself (run in a child process by DaemonProcess) ---------------------
+
+class FreezingSource:
+    """A source that stops its own process (SIGSTOP) right after polling its ``batches``-th
+    non-empty batch, and hands the batch on once the process is continued (SIGCONT)."""
+
+    def __init__(self, inner: Source, batches: int) -> None:
+        self.inner = inner
+        self.batches = batches
+        self.polled = 0
+
+    def poll_batch(self) -> ConsumedBatch:
+        batch = self.inner.poll_batch()
+        if len(batch):
+            self.polled += 1
+            if self.polled == self.batches:
+                os.kill(os.getpid(), signal.SIGSTOP)
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def run_freezing_daemon(config: Path, batches: int) -> int:
+    """``stream-ae run --config config`` whose source is a :class:`FreezingSource`: the daemon
+    as in production, but frozen at a chosen point of its loop (after a poll, before the
+    batch is handled), so that a test can resume it after the group has moved on."""
+    from stream_ae import cli
+    from stream_ae.service import daemon
+
+    make_source = daemon.make_source
+    daemon.make_source = lambda *args, **kwargs: FreezingSource(make_source(*args, **kwargs), batches)
+    return cli.main(["run", "--config", str(config)])
+
+
+if __name__ == "__main__":
+    sys.exit(run_freezing_daemon(Path(sys.argv[1]), int(sys.argv[2])))
