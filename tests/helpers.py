@@ -39,7 +39,7 @@ import torch
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source, TransactionalSink
 from stream_ae.kafka.kafka_python.sink import KafkaSink
 from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.options import Connection
@@ -96,6 +96,9 @@ class ScriptedSource(Source):
     def rewind(self, first_offsets: dict[PartitionKey, int]) -> None:
         self.rewinds.append(dict(first_offsets))
 
+    def group_metadata(self) -> object | None:
+        return "scripted-membership"
+
     def lag(self) -> dict[PartitionKey, int]:
         return {}
 
@@ -144,6 +147,20 @@ class ScriptedSink(Sink):
 
     def close(self) -> None:
         pass
+
+
+class ScriptedTransactionalSink(ScriptedSink, TransactionalSink):
+    """A :class:`ScriptedSink` whose batches are sealed as transactions: records the offsets
+    and group metadata each one commits, and how many records were acknowledged before it
+    was sealed (a refused batch stands for an aborted transaction)."""
+
+    def __init__(self, refused: set[int], answered_at_once: bool) -> None:
+        super().__init__(refused, answered_at_once)
+        self.transactions: list[tuple[dict[PartitionKey, int], object | None, int]] = []
+
+    def seal_transaction(self, next_offsets: dict[PartitionKey, int], group_metadata: object | None) -> Delivery:
+        self.transactions.append((dict(next_offsets), group_metadata, len(self.acknowledged)))
+        return self.seal()
 
 
 # -- datasets -----------------------------------------------------------------------------------
