@@ -34,6 +34,8 @@ class BenchOptions:
         bootstrap_servers: an existing cluster; None starts the local broker.
         progress: progress bars on stderr.
         training_epochs: epochs of the brief training when no checkpoint is given.
+        guarantee: the detectors' ``delivery.guarantee`` (``at_least_once`` or
+            ``exactly_once``: one transaction per batch, sources reading ``read_committed``).
     """
 
     events: int = 200_000
@@ -56,6 +58,7 @@ class BenchOptions:
     bootstrap_servers: str | None = None
     progress: bool = True
     training_epochs: int = 8
+    guarantee: str = "at_least_once"
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchOptions:
@@ -87,4 +90,5 @@ def detector_settings(options: BenchOptions, bootstrap: str, topics: BenchTopics
                   "fetch_max_wait_ms": options.fetch_max_wait_ms},
         model={"checkpoint": str(checkpoint_path), "device": options.device},
         metrics={"enabled": False},
+        delivery={"guarantee": options.guarantee},
     )
