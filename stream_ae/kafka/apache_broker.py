@@ -315,6 +315,18 @@ class ApacheKafkaCluster:
         self._launch(node)
         self.wait_until_serving(timeout_s)
 
+    def _describe(self, topics: Sequence[str]) -> list[dict]:
+        """The metadata of ``topics`` (partitions with leader, replicas, in-sync replicas);
+        empty when no node answered."""
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+            try:
+                return list(admin.describe_topics(list(topics)))
+            finally:
+                admin.close()
+        except (KafkaError, OSError, ValueError):
+            return []
+
     def leader(self, topic: str, partition: int = 0, timeout_s: float = 30.0) -> int:
         """The node id that leads ``topic``'s ``partition`` now: waits while it has none, or while
         the metadata still names a node that is down.
@@ -323,21 +335,31 @@ class ApacheKafkaCluster:
             BrokerError: no leader within ``timeout_s`` seconds.
         """
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
-                try:
-                    (described,) = admin.describe_topics([topic])
-                finally:
-                    admin.close()
-                leaders = [p["leader_id"] for p in described["partitions"] if p["partition_index"] == partition]
-                if leaders and leaders[0] in self.processes:
-                    return int(leaders[0])
-            except (KafkaError, OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise BrokerError(f"{topic}[{partition}] has no leader after {timeout_s:.0f} s")
+        while time.monotonic() < deadline:
+            leaders = [p["leader_id"] for described in self._describe([topic]) for p in described["partitions"]
+                       if p["partition_index"] == partition]
+            if leaders and leaders[0] in self.processes:
+                return int(leaders[0])
             time.sleep(0.5)
+        raise BrokerError(f"{topic}[{partition}] has no leader after {timeout_s:.0f} s")
+
+    def wait_in_sync(self, topics: Sequence[str], timeout_s: float = 60.0) -> None:
+        """Wait until every partition of ``topics`` has all its replicas in sync (what a rolling
+        restart waits for before it takes the next node down).
+
+        Raises:
+            BrokerError: some partition still under-replicated after ``timeout_s`` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        lagging: list[tuple[str, int]] = [(topic, -1) for topic in topics]
+        while time.monotonic() < deadline:
+            described = self._describe(topics)
+            lagging = [(topic["name"], p["partition_index"]) for topic in described for p in topic["partitions"]
+                       if len(p["isr_nodes"]) < len(p["replica_nodes"])]
+            if described and not lagging:
+                return
+            time.sleep(0.5)
+        raise BrokerError(f"partitions still under-replicated after {timeout_s:.0f} s: {lagging}")
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop every node (SIGTERM to all at once, SIGKILL to any still running after

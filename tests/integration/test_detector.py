@@ -49,6 +49,10 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         port = running.daemon.server.port
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
         ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status
+        # the lag gauges are set between batches at most once a second (housekeeping): on a
+        # quick broker all 601 events can be handled before the first round after the join
+        lag_gauges = [("stream_ae_consumer_lag_events", (("partition", p), ("topic", topic))) for p in "01"]
+        wait_for(lambda: all(gauge in scrape(port) for gauge in lag_gauges), 30, "the consumer-lag gauges")
         metrics = scrape(port)
 
     assert totals == {"events_in": 601, "events_scored": 600, "dead_lettered": 1,
