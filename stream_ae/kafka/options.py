@@ -136,6 +136,13 @@ class ProducerTuning:
         linger_ms: how long a record waits for others to share its request (milliseconds).
         batch_bytes: bytes per partition batch, at most.
         max_request_bytes: bytes per produce request, at most (a record's bound too).
+        transaction_retry_backoff_ms: a transactional producer's pause before retrying a
+            request (milliseconds). A transaction's offsets are refused with
+            ``CONCURRENT_TRANSACTIONS`` while the markers of the one before it are still
+            being written to the offsets topic, which is the rule when transactions follow
+            one another; at the clients' default of 100 ms each such transaction waited about
+            100 ms (measured against Apache Kafka 4.4 here: commit p50 101-140 ms at 100 ms,
+            15-25 ms at 10 ms, both clients).
     """
 
     acks: Final = "all"
@@ -143,3 +150,4 @@ class ProducerTuning:
     linger_ms: Final = 2
     batch_bytes: Final = 256 * 1024
     max_request_bytes: Final = 8 * 1024 * 1024
+    transaction_retry_backoff_ms: Final = 10

@@ -219,7 +219,8 @@ class ConfluentTransactions(TransactionalProducer):
 
     def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = ()) -> None:
         self.producer = Producer({**producer_config(connection), "transactional.id": transactions.transactional_id,
-                                  "transaction.timeout.ms": transactions.timeout_ms})
+                                  "transaction.timeout.ms": transactions.timeout_ms,
+                                  "retry.backoff.ms": ProducerTuning.transaction_retry_backoff_ms})
         self.producer.init_transactions()
 
     def begin(self) -> None:

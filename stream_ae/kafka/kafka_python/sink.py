@@ -193,7 +193,8 @@ class KafkaTransactions(TransactionalProducer):
 
     def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = ()) -> None:
         self.producer = new_producer(connection, topics, transactional_id=transactions.transactional_id,
-                                     transaction_timeout_ms=transactions.timeout_ms)
+                                     transaction_timeout_ms=transactions.timeout_ms,
+                                     retry_backoff_ms=ProducerTuning.transaction_retry_backoff_ms)
         self.producer.init_transactions()
 
     def begin(self) -> None:
