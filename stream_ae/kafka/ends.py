@@ -45,7 +45,8 @@ class Source(Protocol):
     """The consuming end: micro-batches from the input topics, offsets moved only by :meth:`commit`.
 
     Auto-commit is off: the loop commits a batch once its output has been acknowledged
-    (at-least-once delivery).
+    (at-least-once delivery), or a :class:`TransactionalSink` commits the offsets in the
+    batch's transaction (exactly-once).
     """
 
     def poll_records(self) -> list:

@@ -3,7 +3,9 @@
 Chosen with ``kafka.client: confluent-kafka`` (see :mod:`stream_ae.kafka.backends`). As with the
 default backend, auto-commit is off and offsets move only through
 :meth:`ConfluentSource.commit`, which the daemon calls once the batch's alerts, scores and
-dead letters are acknowledged (``acks=all``, idempotent producer): at-least-once delivery.
+dead letters are acknowledged (``acks=all``, idempotent producer): at-least-once delivery;
+or through the batch's transaction, given :meth:`ConfluentSource.group_metadata`
+(exactly-once).
 
 confluent-kafka's ``Message`` has methods, not the attributes of :class:`records.Record`.
 Rather than wrap every message in a Python object on the hot path, a batch's columns are

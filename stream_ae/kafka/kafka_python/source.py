@@ -47,7 +47,8 @@ class KafkaSource(Source):
     """Reads micro-batches from the input topics and commits what has been handled.
 
     Auto-commit is off: offsets move only through :meth:`commit`, which the daemon calls
-    once a batch's output has been acknowledged (at-least-once delivery). With
+    once a batch's output has been acknowledged (at-least-once delivery), or through a
+    transaction given :meth:`group_metadata` (exactly-once). With
     ``consumer.static_partitions`` set, the consumer reads exactly those partitions
     (``assign``) instead of joining a rebalance, and still commits under ``group_id``;
     ``on_assigned`` is then called once, from the constructor.
