@@ -23,7 +23,9 @@ def broker(tmp_path_factory):
     """A real broker on a free port of 127.0.0.1 for the whole session, of the kind that
     ``STREAM_AE_TEST_BROKER`` names: ``apache`` (Apache Kafka, one KRaft node; what ``.ci/run``
     uses) or ``tansu`` (the default when unset, so that a bare ``pytest`` needs neither Java
-    nor Maven). Its log is in pytest's temporary folder (``broker0/broker.log``)."""
+    nor Maven). Its log is in pytest's temporary folder (``broker0/broker.log``). With
+    ``STREAM_AE_TEST_BOOTSTRAP_SERVERS=host:port,...`` the tests use that broker instead, a
+    broker of one's own (the tests that stop a broker are skipped)."""
     with make_broker(tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 

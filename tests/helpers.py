@@ -251,14 +251,44 @@ def broker_kind() -> str:
 
 
 def skip_on_tansu(lacks: str) -> None:
-    """Skip the test against Tansu, which lacks what it tests (``lacks``: what, and why it matters)."""
-    if broker_kind() == "tansu":
+    """Skip the test against Tansu, which lacks what it tests (``lacks``: what, and why it
+    matters); a broker of one's own (``STREAM_AE_TEST_BOOTSTRAP_SERVERS``) is taken for a
+    Kafka that has it."""
+    if broker_kind() == "tansu" and not os.environ.get("STREAM_AE_TEST_BOOTSTRAP_SERVERS"):
         pytest.skip(f"Tansu {lacks}; run with STREAM_AE_TEST_BROKER=apache")
 
 
-def make_broker(log_path: Path) -> LocalBroker | ApacheKafka:
-    """A broker of :func:`broker_kind` on a free port of 127.0.0.1, not started yet, logging
-    to ``log_path``: Apache Kafka (one node, jars fetched with Maven on first use) or Tansu."""
+class ExistingBroker:
+    """A broker the tests neither start nor stop (``STREAM_AE_TEST_BOOTSTRAP_SERVERS``)."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def start(self) -> ExistingBroker:
+        return self
+
+    def __enter__(self) -> ExistingBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def make_broker(log_path: Path, stoppable: bool = False) -> LocalBroker | ApacheKafka | ExistingBroker:
+    """The tests' broker, not started yet: the one ``STREAM_AE_TEST_BOOTSTRAP_SERVERS`` names
+    (``host:port,...``, a broker of one's own), or else one of :func:`broker_kind` on a free
+    port of 127.0.0.1 logging to ``log_path``: Apache Kafka (one node, jars fetched with
+    Maven on first use) or Tansu.
+
+    Args:
+        stoppable: the test stops and restarts the broker: it is skipped when the broker
+            is one of one's own.
+    """
+    existing = os.environ.get("STREAM_AE_TEST_BOOTSTRAP_SERVERS")
+    if existing:
+        if stoppable:
+            pytest.skip("this test stops the broker: not one named by STREAM_AE_TEST_BOOTSTRAP_SERVERS")
+        return ExistingBroker(existing)
     if broker_kind() == "apache":
         from stream_ae.kafka.apache_broker import ApacheKafka
 
@@ -268,8 +298,8 @@ def make_broker(log_path: Path) -> LocalBroker | ApacheKafka:
     return LocalBroker(log_path=log_path)
 
 
-def detector_settings(broker: LocalBroker | ApacheKafka, names: Callable[[str], str], checkpoint_path: Path,
-                      **overrides: dict[str, Any]) -> Settings:
+def detector_settings(broker: LocalBroker | ApacheKafka | ExistingBroker, names: Callable[[str], str],
+                      checkpoint_path: Path, **overrides: dict[str, Any]) -> Settings:
     """Settings for a detector on the test broker with fresh topics and fast group joins."""
     sections: dict[str, dict[str, Any]] = {
         "kafka": {"bootstrap_servers": broker.bootstrap_servers},

@@ -427,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full-jit", action="store_true",
                         help="serve: every JIT tier (for benchmarks; slower start, faster broker)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)  # this module's own progress, not the Kafka client's chatter
     try:
         if args.command == "fetch":
             print(fetch_jars(args.version))

@@ -33,7 +33,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
     checkpoint, path = synthetic_checkpoint
     dataset = synthetic_transactions(rows=6000)
     values = [encode_event(dataset.values[row], CARD_FEATURES, False, f"e{row}") for row in range(1000)]
-    broker = make_broker(tmp_path / "broker.log").start()
+    broker = make_broker(tmp_path / "broker.log", stoppable=True).start()
     settings = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")})
     topics = {settings.topics.input[0]: 2, settings.topics.alerts: 1, settings.topics.dead_letter: 1,
               settings.topics.scores: 2, settings.topics.state: 1}
