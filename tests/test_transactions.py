@@ -38,6 +38,8 @@ class ScriptedProducer(TransactionalProducer):
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None) -> None:
         self.calls.append((self.number, "send", value))
+        if value == b"refused at once":
+            raise RefusedError("the transaction is in an abortable error state")
 
     def commit(self, next_offsets: dict[PartitionKey, int], group_metadata: object) -> None:
         self.commit_gate.wait(10)
@@ -134,3 +136,14 @@ def test_closing_aborts_a_transaction_left_open(scripted):
     sink.send("alerts", None, b"x")
     sink.close()
     assert calls[-2:] == [(0, "abort"), (0, "close")]
+
+
+def test_a_record_refused_at_once_dooms_its_transaction_not_the_loop(scripted):
+    sink, producers, calls = scripted
+    sink.send("alerts", None, b"refused at once")
+    sink.send("alerts", None, b"not sent")
+    with pytest.raises(DeliveryError, match="2 records .* aborted.*abortable error state"):
+        sink.seal_transaction({("events", 0): 2}, "m").wait()
+    assert [call[1:] for call in calls] == [("begin",), ("send", b"refused at once"), ("abort",)]
+    sink.send("alerts", None, b"next")
+    assert sink.seal_transaction({("events", 0): 2}, "m").wait() == 1, "the next transaction goes through"

@@ -113,6 +113,7 @@ class TransactionalBatchSink(TransactionalSink):
         self.finishing: Future[tuple[int, float]] | None = None
         self.in_transaction = False
         self.records = 0
+        self.refused: Exception | None = None  # a send the open transaction failed on
 
     def _open(self) -> TransactionalProducer:
         """The producer, in a transaction: the previous one finished first (its outcome is
@@ -133,9 +134,17 @@ class TransactionalBatchSink(TransactionalSink):
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record in the open transaction (opening one after a seal)."""
-        self._open().send(topic, key, value, headers)
+        """Queue one record in the open transaction (opening one after a seal). A record the
+        client refuses at once (a transaction in error) dooms the transaction: the rest of
+        the batch is not sent, and sealing aborts it."""
+        producer = self._open()
         self.records += 1
+        if self.refused is not None:
+            return
+        try:
+            producer.send(topic, key, value, headers)
+        except Exception as exc:  # the client's errors differ; the seal reports it
+            self.refused = exc
 
     def seal(self) -> TransactionDelivery:
         """Commit the open transaction without consumer offsets."""
@@ -146,13 +155,17 @@ class TransactionalBatchSink(TransactionalSink):
         """See :meth:`stream_ae.kafka.ends.TransactionalSink.seal_transaction`."""
         producer = self._open()
         records, self.records, self.in_transaction = self.records, 0, False
-        self.finishing = self.committer.submit(self._finish, producer, dict(next_offsets), group_metadata, records)
+        refused, self.refused = self.refused, None
+        self.finishing = self.committer.submit(self._finish, producer, dict(next_offsets), group_metadata, records,
+                                               refused)
         return TransactionDelivery(self.finishing)
 
     def _finish(self, producer: TransactionalProducer, next_offsets: dict[PartitionKey, int],
-                group_metadata: object | None, records: int) -> tuple[int, float]:
+                group_metadata: object | None, records: int, refused: Exception | None) -> tuple[int, float]:
         """Commit on the sink's thread; abort (or replace the producer) on failure."""
         try:
+            if refused is not None:
+                raise refused
             if group_metadata is None and next_offsets:
                 raise LostMembershipError("the batch was polled while the consumer held no group generation")
             producer.commit(next_offsets, group_metadata)
