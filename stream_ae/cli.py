@@ -190,7 +190,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
              "scale_out": False if args.no_scale_out else None,
              "compile": False if args.no_compile else None, "torch_threads": args.torch_threads,
              "data": args.data, "checkpoint": args.checkpoint, "device": args.device,
-             "bootstrap_servers": args.bootstrap_servers, "progress": not args.json}
+             "bootstrap_servers": args.bootstrap_servers, "progress": not args.json,
+             "guarantee": args.guarantee}
     given = {name: value for name, value in given.items() if value is not None}  # unset: the defaults
     options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
     summary = run_bench(options)
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoint", type=Path, help="a model trained on --data (default: train briefly)")
     bench.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     bench.add_argument("--bootstrap-servers", help="an existing cluster (default: start the local broker)")
+    bench.add_argument("--guarantee", choices=["at_least_once", "exactly_once"],
+                       help="the detectors' delivery.guarantee (default: at_least_once; exactly_once "
+                       "needs a broker that isolates transactions, e.g. --bootstrap-servers of Apache Kafka)")
     bench.add_argument("--markdown", action="store_true", help="print the README's Performance section body")
     bench.add_argument("--save", type=Path, metavar="JSON", help="also write the figures to this file")
     bench.add_argument("--json", action="store_true", help="end with the figures as one JSON line")

@@ -15,14 +15,18 @@ import pytest
 from stream_ae.model.checkpoint import Checkpoint, save_checkpoint
 from stream_ae.model.datasets import synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder
+from tests.helpers import make_broker
 
 
 @pytest.fixture(scope="session")
-def broker():
-    """A real Kafka-protocol broker (Tansu) on a free port of 127.0.0.1 for the whole session."""
-    from stream_ae.kafka.local_broker import LocalBroker
-
-    with LocalBroker() as running:
+def broker(tmp_path_factory):
+    """A real broker on a free port of 127.0.0.1 for the whole session, of the kind that
+    ``STREAM_AE_TEST_BROKER`` names: ``apache`` (Apache Kafka, one KRaft node; what ``.ci/run``
+    uses) or ``tansu`` (the default when unset, so that a bare ``pytest`` needs neither Java
+    nor Maven). Its log is in pytest's temporary folder (``broker0/broker.log``). With
+    ``STREAM_AE_TEST_BOOTSTRAP_SERVERS=host:port,...`` the tests use that broker instead, a
+    broker of one's own (the tests that stop a broker are skipped)."""
+    with make_broker(tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 
 

@@ -7,9 +7,10 @@ to a broker take its settings (from the ``broker`` fixture) as an argument.
 - plain-data records and scripted Kafka ends (no broker involved);
 - the real datasets (skipped where absent), small synthetic data, a tiny checkpoint;
 - the codec tests' feature layout;
-- settings for a detector on the test broker, and waiting for a condition;
+- the test broker's kind (``STREAM_AE_TEST_BROKER``), settings for a detector on it, and
+  waiting for a condition;
 - producing to and reading from the test broker, committed offsets;
-- the daemon as a real process.
+- the daemon as a real process (one may freeze itself after a given batch).
 
 The scripted ends subclass the Kafka contracts (:mod:`stream_ae.kafka.ends`) explicitly,
 so that mypy (run by ``.ci/run`` over this file) fails when one of them no longer
@@ -38,7 +39,7 @@ import torch
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source, TransactionalSink
 from stream_ae.kafka.kafka_python.sink import KafkaSink
 from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.options import Connection
@@ -51,6 +52,7 @@ from stream_ae.pipeline.codec import Batch, EventDecoder, Rejected, encode_event
 from stream_ae.service.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from stream_ae.kafka.apache_broker import ApacheKafka
     from stream_ae.kafka.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +95,9 @@ class ScriptedSource(Source):
 
     def rewind(self, first_offsets: dict[PartitionKey, int]) -> None:
         self.rewinds.append(dict(first_offsets))
+
+    def group_metadata(self) -> object | None:
+        return "scripted-membership"
 
     def lag(self) -> dict[PartitionKey, int]:
         return {}
@@ -142,6 +147,20 @@ class ScriptedSink(Sink):
 
     def close(self) -> None:
         pass
+
+
+class ScriptedTransactionalSink(ScriptedSink, TransactionalSink):
+    """A :class:`ScriptedSink` whose batches are sealed as transactions: records the offsets
+    and group metadata each one commits, and how many records were acknowledged before it
+    was sealed (a refused batch stands for an aborted transaction)."""
+
+    def __init__(self, refused: set[int], answered_at_once: bool) -> None:
+        super().__init__(refused, answered_at_once)
+        self.transactions: list[tuple[dict[PartitionKey, int], object | None, int]] = []
+
+    def seal_transaction(self, next_offsets: dict[PartitionKey, int], group_metadata: object | None) -> Delivery:
+        self.transactions.append((dict(next_offsets), group_metadata, len(self.acknowledged)))
+        return self.seal()
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -213,10 +232,74 @@ def decode(decoder: EventDecoder, records: Sequence[Record]) -> tuple[Batch, lis
     return decoder.decode(ConsumedBatch.from_records(records))
 
 
-# -- a detector on the test broker ---------------------------------------------------------------
+# -- the test broker, a detector on it ----------------------------------------------------------
 
-def detector_settings(broker: LocalBroker, names: Callable[[str], str], checkpoint_path: Path,
-                      **overrides: dict[str, Any]) -> Settings:
+BROKER_KINDS = ("tansu", "apache")
+
+
+def broker_kind() -> str:
+    """The kind of broker the tests run against: ``STREAM_AE_TEST_BROKER`` (``apache`` or
+    ``tansu``), ``tansu`` when unset (pip-only: a bare ``pytest`` needs no Java or Maven).
+
+    Raises:
+        ValueError: any other value, naming the variable.
+    """
+    kind = os.environ.get("STREAM_AE_TEST_BROKER") or "tansu"
+    if kind not in BROKER_KINDS:
+        raise ValueError(f"STREAM_AE_TEST_BROKER={kind!r}: expected one of {', '.join(BROKER_KINDS)}")
+    return kind
+
+
+def skip_on_tansu(lacks: str) -> None:
+    """Skip the test against Tansu, which lacks what it tests (``lacks``: what, and why it
+    matters); a broker of one's own (``STREAM_AE_TEST_BOOTSTRAP_SERVERS``) is taken for a
+    Kafka that has it."""
+    if broker_kind() == "tansu" and not os.environ.get("STREAM_AE_TEST_BOOTSTRAP_SERVERS"):
+        pytest.skip(f"Tansu {lacks}; run with STREAM_AE_TEST_BROKER=apache")
+
+
+class ExistingBroker:
+    """A broker the tests neither start nor stop (``STREAM_AE_TEST_BOOTSTRAP_SERVERS``)."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def start(self) -> ExistingBroker:
+        return self
+
+    def __enter__(self) -> ExistingBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def make_broker(log_path: Path, stoppable: bool = False) -> LocalBroker | ApacheKafka | ExistingBroker:
+    """The tests' broker, not started yet: the one ``STREAM_AE_TEST_BOOTSTRAP_SERVERS`` names
+    (``host:port,...``, a broker of one's own), or else one of :func:`broker_kind` on a free
+    port of 127.0.0.1 logging to ``log_path``: Apache Kafka (one node, jars fetched with
+    Maven on first use) or Tansu.
+
+    Args:
+        stoppable: the test stops and restarts the broker: it is skipped when the broker
+            is one of one's own.
+    """
+    existing = os.environ.get("STREAM_AE_TEST_BOOTSTRAP_SERVERS")
+    if existing:
+        if stoppable:
+            pytest.skip("this test stops the broker: not one named by STREAM_AE_TEST_BOOTSTRAP_SERVERS")
+        return ExistingBroker(existing)
+    if broker_kind() == "apache":
+        from stream_ae.kafka.apache_broker import ApacheKafka
+
+        return ApacheKafka(log_path=log_path)
+    from stream_ae.kafka.local_broker import LocalBroker
+
+    return LocalBroker(log_path=log_path)
+
+
+def detector_settings(broker: LocalBroker | ApacheKafka | ExistingBroker, names: Callable[[str], str],
+                      checkpoint_path: Path, **overrides: dict[str, Any]) -> Settings:
     """Settings for a detector on the test broker with fresh topics and fast group joins."""
     sections: dict[str, dict[str, Any]] = {
         "kafka": {"bootstrap_servers": broker.bootstrap_servers},
@@ -266,22 +349,28 @@ def produce_to(connection: Connection, topic: str, values: Sequence[bytes | None
         sink.close()
 
 
-def read_json(settings: Settings, topic: str, expected: int, timeout_s: float = 60.0) -> list[dict]:
-    """The JSON values of a topic's records, with their record key as ``_key``."""
+def read_json(settings: Settings, topic: str, expected: int | None, timeout_s: float = 60.0,
+              read_committed: bool = False) -> list[dict]:
+    """The JSON values of a topic's records, with their record key as ``_key`` (``read_committed``:
+    those of committed transactions only)."""
     return [orjson.loads(r.value) | {"_key": r.key.decode()}
-            for r in read_topic(settings.kafka.connection(), topic, expected, timeout_s)]
+            for r in read_topic(settings.kafka.connection(), topic, expected, timeout_s, read_committed)]
 
 
-def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
-    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
+def group_offsets(connection: Connection, group_id: str, topic: str, partitions: int) -> dict[int, int]:
+    """Consumer group ``group_id``'s committed offset of each partition of ``topic`` (0 where none)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=settings.consumer.group_id,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(**connection.kafka_python(), group_id=group_id, enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
     finally:
         consumer.close(autocommit=False)
+
+
+def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset of each partition of ``topic`` (0 where none)."""
+    return group_offsets(settings.kafka.connection(), settings.consumer.group_id, topic, partitions)
 
 
 def committed_total(settings: Settings, topic: str, partitions: int) -> int:
@@ -298,23 +387,39 @@ class DaemonProcess:
         settings: written to a YAML file the daemon reads; ``metrics.port`` is replaced.
         workdir: where the config file and the daemon's log go.
         name: distinguishes the files of several daemons.
+        freeze_after_batches: the daemon stops itself (SIGSTOP, every thread frozen) right
+            after polling its N-th non-empty batch, before handling it (see
+            :func:`run_freezing_daemon`); None runs it plainly.
     """
 
-    def __init__(self, settings: Settings, workdir: Path, name: str = "daemon") -> None:
+    def __init__(self, settings: Settings, workdir: Path, name: str = "daemon",
+                 freeze_after_batches: int | None = None) -> None:
         self.port = free_port()
         values = settings.model_dump(mode="json")
         values["metrics"]["port"] = self.port
         self.config = workdir / f"{name}.yaml"
         self.config.write_text(yaml.safe_dump(values))
         self.log_path = workdir / f"{name}.log"
+        self.freeze_after_batches = freeze_after_batches
         self.process: subprocess.Popen | None = None
 
     def start(self) -> DaemonProcess:
+        command = (["-m", "stream_ae", "run", "--config", str(self.config)] if self.freeze_after_batches is None
+                   else ["-m", "tests.helpers", str(self.config), str(self.freeze_after_batches)])
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream_ae", "run", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=log,
+                                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
+
+    def stopped(self) -> bool:
+        """Whether the process is stopped by a signal (SIGSTOP: state ``T`` in ``/proc``)."""
+        assert self.process is not None
+        return Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+    def resume(self) -> None:
+        """SIGCONT: a stopped daemon goes on where it stopped."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of ``/metrics``; empty while the server is not up."""
@@ -371,3 +476,42 @@ class SavedStates:
     def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:
         return repr(partition).encode(), repr(state).encode()
 
+
+
+# -- a daemon that freezes itself (run in a child process by DaemonProcess) ---------------------
+
+class FreezingSource:
+    """A source that stops its own process (SIGSTOP) right after polling its ``batches``-th
+    non-empty batch, and hands the batch on once the process is continued (SIGCONT)."""
+
+    def __init__(self, inner: Source, batches: int) -> None:
+        self.inner = inner
+        self.batches = batches
+        self.polled = 0
+
+    def poll_batch(self) -> ConsumedBatch:
+        batch = self.inner.poll_batch()
+        if len(batch):
+            self.polled += 1
+            if self.polled == self.batches:
+                os.kill(os.getpid(), signal.SIGSTOP)
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def run_freezing_daemon(config: Path, batches: int) -> int:
+    """``stream-ae run --config config`` whose source is a :class:`FreezingSource`: the daemon
+    as in production, but frozen at a chosen point of its loop (after a poll, before the
+    batch is handled), so that a test can resume it after the group has moved on."""
+    from stream_ae import cli
+    from stream_ae.service import daemon
+
+    make_source = daemon.make_source
+    daemon.make_source = lambda *args, **kwargs: FreezingSource(make_source(*args, **kwargs), batches)
+    return cli.main(["run", "--config", str(config)])
+
+
+if __name__ == "__main__":
+    sys.exit(run_freezing_daemon(Path(sys.argv[1]), int(sys.argv[2])))

@@ -11,6 +11,7 @@ import math
 import pytest
 
 from stream_ae.cli import main
+from tests.helpers import skip_on_tansu
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +47,15 @@ def test_bench_quick_reports_every_figure_as_one_json_line(broker, capsys):
     assert any(line.strip().startswith("memory-bank / reconstruction events/s") for line in out)
     assert {"value", "bound", "met"} <= set(next(iter(summary["targets"].values())))
     assert any(line.startswith("detector (events/s)") for line in out), "the table precedes the JSON line"
+
+
+def test_bench_measures_the_detector_in_exactly_once_mode(broker, capsys):
+    skip_on_tansu("does not isolate transactions, so its exactly-once figures would mean nothing")
+    code = main(["bench", "--quick", "--json", "--bootstrap-servers", broker.bootstrap_servers, "--no-scale-out",
+                 "--clients", "kafka-python", "--guarantee", "exactly_once"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert summary["context"]["options"]["guarantee"] == "exactly_once"
+    assert summary["detector_eps"] > 0 and summary["latency"]["kafka-python"]["50%"]["events"] > 0
+    assert any(line.rstrip().endswith("s") and "exactly_once" in line for line in out), "the table names the mode"

@@ -34,6 +34,8 @@ def test_yaml_then_environment_precedence(tmp_path, monkeypatch):
     ("kafka:\n  security_protocol: TLS\n", "kafka.security_protocol"),
     ("consumer:\n  max_batch_sise: 10\n", "consumer.max_batch_sise"),
     ("consumer:\n  session_timeout_ms: 6000\n  heartbeat_interval_ms: 7000\n", "consumer"),
+    ("delivery:\n  guarantee: exactly-once\n", "delivery.guarantee"),
+    ("delivery:\n  transaction_timeout_ms: 100\n", "delivery.transaction_timeout_ms"),
 ])
 def test_invalid_values_fail_naming_the_field(tmp_path, text, field):
     path = tmp_path / "config.yaml"
@@ -47,6 +49,21 @@ def test_invalid_environment_value_names_the_field(monkeypatch):
     monkeypatch.setenv("STREAM_AE_CONSUMER__MAX_WAIT_MS", "soon")
     with pytest.raises(ConfigError, match="consumer.max_wait_ms"):
         load_settings()
+
+
+def test_exactly_once_reads_committed_and_names_a_stable_transactional_producer():
+    assert load_settings().transaction_options() is None, "at-least-once is the default"
+    assert not load_settings().consumer_options().read_committed
+    settings = load_settings(delivery={"guarantee": "exactly_once"}, consumer={"group_id": "fraud"},
+                             kafka={"client_id": "detector"})
+    assert settings.consumer_options().read_committed
+    assert settings.consumer_options().isolation_level == "read_committed"
+    options = settings.transaction_options()
+    assert options is not None and options.timeout_ms == 10_000
+    assert options.transactional_id.startswith("fraud-detector-"), "group, client id, then the host name"
+    assert options == settings.transaction_options(), "the same id at every start of this instance"
+    named = load_settings(delivery={"guarantee": "exactly_once", "transactional_id": "fraud-0"})
+    assert named.transaction_options().transactional_id == "fraud-0"
 
 
 def test_secrets_stay_out_of_the_settings_repr():

@@ -19,7 +19,7 @@ from stream_ae.pipeline.codec import encode_binary
 from stream_ae.pipeline.loop import Detector
 from stream_ae.service.config import load_settings
 from stream_ae.service.daemon import Daemon
-from tests.helpers import FakeRecord, SavedStates, ScriptedSink, ScriptedSource
+from tests.helpers import FakeRecord, SavedStates, ScriptedSink, ScriptedSource, ScriptedTransactionalSink
 
 TOPIC = "events"
 VALUES = synthetic_transactions(rows=6000).values
@@ -34,12 +34,12 @@ def batch(*spans: tuple[int, int, int], timestamp_ms: int = 0) -> ConsumedBatch:
 
 
 def open_loop(synthetic_checkpoint, source: ScriptedSource, sink: ScriptedSink, owned=(),
-              saved: SavedStates | None = None) -> Detector:
+              saved: SavedStates | None = None, guarantee: str = "at_least_once") -> Detector:
     """The daemon's loop on scripted ends, owning the ``(topic, partition)`` pairs ``owned``."""
     checkpoint, path = synthetic_checkpoint
     settings = load_settings(topics={"input": [TOPIC], "scores": "scores", "state": "state" if saved else None},
                              model={"checkpoint": str(path)}, consumer={"max_batch_size": 10},
-                             metrics={"enabled": False})
+                             metrics={"enabled": False}, delivery={"guarantee": guarantee})
     detector = Daemon(settings, checkpoint, source, sink, saved).open()
     detector.ownership.assigned.update(owned)
     return detector
@@ -135,3 +135,37 @@ def test_saved_thresholds_are_read_by_the_loop_before_it_judges_the_assigned_par
     detector.step()
     assert len(store.reads) == 1, "read once per assignment"
     assert detector.metrics.totals()["events_scored"] == 5
+
+
+def test_exactly_once_commits_each_batch_with_its_offsets_one_transaction_at_a_time(synthetic_checkpoint):
+    source = ScriptedSource([batch((0, 0, 3)), batch((0, 3, 2), (1, 0, 4))])
+    sink = ScriptedTransactionalSink(set(), answered_at_once=False)  # a commit never done by the next poll
+    detector = open_loop(synthetic_checkpoint, source, sink, owned={(TOPIC, 0), (TOPIC, 1)},
+                         guarantee="exactly_once")
+    assert detector.step() == 3
+    assert sink.transactions == [({(TOPIC, 0): 3}, "scripted-membership", 0)], "the offsets join the transaction"
+    assert detector.step() == 6
+    assert sink.transactions[1] == ({(TOPIC, 0): 5, (TOPIC, 1): 4}, "scripted-membership", 3), \
+        "the first transaction (3 scores) had ended when the second was sealed"
+    assert detector.step() == 0 and len(sink.acknowledged) == 9
+    assert source.commits == [], "the consumer commits nothing itself"
+    detector.settle_before_leaving()
+    assert source.commits == [], "not even when leaving"
+    assert detector.metrics.totals()["events_scored"] == 9
+
+
+def test_after_an_aborted_transaction_the_batch_is_read_again_on_its_committed_threshold(
+        synthetic_checkpoint, monkeypatch):
+    monkeypatch.setattr("stream_ae.pipeline.loop.time.sleep", lambda seconds: None)  # the retry back-off
+    saved = {"mean": 1.5, "variance": 0.25, "events": 900, "checkpoint_sha256": synthetic_checkpoint[0].sha256}
+    store = SavedStates({(TOPIC, 0): saved})
+    source = ScriptedSource([batch((0, 0, 5)), batch((0, 5, 5)), batch(), batch((0, 5, 5))])
+    sink = ScriptedTransactionalSink(refused={1}, answered_at_once=True)
+    detector = open_loop(synthetic_checkpoint, source, sink, saved=store, guarantee="exactly_once")
+    detector.ownership.assigned_now([(TOPIC, 0)])
+    assert detector.step() == 5 and detector.step() == 5  # the second batch's transaction is aborted
+    assert detector.served.threshold.export((TOPIC, 0))["events"] == 900 + 10, "it counted the aborted batch"
+    assert detector.step() == 0 and source.rewinds == [{(TOPIC, 0): 5}], "settled: aborted, rewound"
+    assert detector.step() == 5  # read again
+    assert store.reads == [[(TOPIC, 0)], [(TOPIC, 0)]], "the committed state read again before judging it"
+    assert detector.served.threshold.export((TOPIC, 0))["events"] == 900 + 5, "the aborted batch counted once"

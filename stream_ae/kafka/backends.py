@@ -6,16 +6,19 @@ record; ``pip install 'stream-ae[confluent]'``) builds
 :class:`confluent.source.ConfluentSource` and :class:`confluent.sink.ConfluentSink`. Both
 keep the same promise (:mod:`stream_ae.kafka.ends`): manual commits, made by the loop only
 after a batch's output has been acknowledged, and a keyed record on the same partition
-whichever client sent it. A backend is imported only when chosen.
+whichever client sent it; for exactly-once delivery, a transactional sink
+(:class:`stream_ae.kafka.transactions.TransactionalBatchSink`) over the client's
+transactional producer. A backend is imported only when chosen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from stream_ae.kafka.ends import Sink, Source
-from stream_ae.kafka.options import Connection, ConsumerOptions
+from stream_ae.kafka.ends import Sink, Source, TransactionalSink
+from stream_ae.kafka.options import Connection, ConsumerOptions, TransactionOptions
 from stream_ae.kafka.records import PartitionKey
+from stream_ae.kafka.transactions import TransactionalBatchSink, TransactionalProducer
 
 CONFLUENT = "confluent-kafka"
 
@@ -64,3 +67,30 @@ def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -
     from stream_ae.kafka.kafka_python.sink import KafkaSink
 
     return KafkaSink(connection, topics=topics)
+
+
+def make_transactional_sink(client: str, connection: Connection, transactions: TransactionOptions,
+                            topics: Sequence[str] = ()) -> TransactionalSink:
+    """The producing end of ``client`` for exactly-once delivery: one transaction per batch.
+
+    Args:
+        client: ``kafka-python`` or ``confluent-kafka``.
+        connection: how to reach the cluster.
+        transactions: the producer's ``transactional.id`` and transaction timeout.
+        topics: every topic the sink writes to.
+
+    Raises:
+        ImportError: ``confluent-kafka`` chosen but not installed.
+        KafkaError, KafkaException: the transaction coordinator could not be reached or
+            refused the id.
+    """
+    producer: type[TransactionalProducer]
+    if client == CONFLUENT:
+        from stream_ae.kafka.confluent.sink import ConfluentTransactions
+
+        producer = ConfluentTransactions
+    else:
+        from stream_ae.kafka.kafka_python.sink import KafkaTransactions
+
+        producer = KafkaTransactions
+    return TransactionalBatchSink(lambda: producer(connection, transactions, topics))

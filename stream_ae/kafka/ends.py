@@ -1,5 +1,7 @@
 """What the pipeline needs of the Kafka ends: a source to read micro-batches from and commit,
-a sink to send records to, and the delivery of each batch the sink sends.
+a sink to send records to, and the delivery of each batch the sink sends; for
+exactly-once delivery, a transactional sink that commits a batch's records and its
+consumer offsets in one transaction.
 
 Each backend (:mod:`stream_ae.kafka.backends`) subclasses these explicitly; anything with
 the same methods serves as well (a test's fake). :mod:`stream_ae.kafka.records` beside it
@@ -9,7 +11,7 @@ holds what they carry.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 
@@ -43,7 +45,8 @@ class Source(Protocol):
     """The consuming end: micro-batches from the input topics, offsets moved only by :meth:`commit`.
 
     Auto-commit is off: the loop commits a batch once its output has been acknowledged
-    (at-least-once delivery).
+    (at-least-once delivery), or a :class:`TransactionalSink` commits the offsets in the
+    batch's transaction (exactly-once).
     """
 
     def poll_records(self) -> list:
@@ -70,6 +73,15 @@ class Source(Protocol):
 
     def rewind(self, first_offsets: dict[PartitionKey, int]) -> None:
         """Seek each assigned partition back to the given offset, so its records are read again."""
+
+    def group_metadata(self) -> object | None:
+        """The consumer-group membership under which the latest batch was polled (group id,
+        generation, member id: the client's own object, for :meth:`TransactionalSink.seal_transaction`,
+        whose broker then refuses the offsets of a member the group has moved past: KIP-447).
+
+        None when the consumer subscribes but held no generation when the batch was polled
+        (it has lost its membership): offsets must not be committed under it then.
+        """
 
     def lag(self) -> dict[PartitionKey, int]:
         """Per assigned partition: high watermark minus position (events), where both are known."""
@@ -109,3 +121,32 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Flush what is queued (up to ``flush_timeout_s``) and release the producer."""
+
+
+@runtime_checkable
+class TransactionalSink(Sink, Protocol):
+    """A sink whose batches are Kafka transactions (KIP-98): a batch's records, and the
+    consumer offsets they were made from, become visible to ``read_committed`` readers
+    together, or not at all.
+
+    The transaction opens with the first :meth:`send` after a seal; :meth:`seal` commits it
+    without offsets.
+    """
+
+    def seal_transaction(self, next_offsets: dict[PartitionKey, int],
+                         group_metadata: object | None) -> Delivery:
+        """Close the open batch: add ``next_offsets`` to its transaction as the consumer
+        group's offsets (``send_offsets_to_transaction``), then commit the transaction.
+
+        Args:
+            next_offsets: per partition, the offset after the last record the batch was made
+                from; empty commits the records alone.
+            group_metadata: :meth:`Source.group_metadata` of the batch; None aborts the
+                transaction (the consumer had lost its membership).
+
+        Returns:
+            The transaction's delivery: :meth:`Delivery.wait` returns once the transaction
+            is committed, or raises :class:`DeliveryError` once it has been aborted (refused
+            offsets, a fenced producer, a refused record); it waits for that outcome, never
+            guessing it.
+        """

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from kafka import KafkaAdminClient
@@ -53,6 +54,57 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_serving(bootstrap_servers: str, processes: Sequence[subprocess.Popen], timeout_s: float,
+                       brokers: int = 1) -> None:
+    """Wait until ``brokers`` brokers answer a metadata request at ``bootstrap_servers``.
+
+    Args:
+        bootstrap_servers: ``host:port,...`` of the brokers started.
+        processes: their processes: one that exits ends the wait at once.
+        timeout_s: seconds to wait in all.
+        brokers: how many brokers the cluster metadata must list as serving (not fenced).
+
+    Raises:
+        BrokerError: a process exited, or fewer brokers answered within ``timeout_s`` seconds.
+    """
+    first = bootstrap_servers.split(",")[0].rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise BrokerError(f"a broker (PID {process.pid}) exited with code {process.returncode} "
+                                  f"(is a port of {bootstrap_servers} in use? see its log)")
+        try:
+            socket.create_connection((first[0], int(first[1])), timeout=1).close()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+            try:
+                listed = admin.describe_cluster()["brokers"]
+                if sum(not broker.get("is_fenced", False) for broker in listed) >= brokers:
+                    return
+            finally:
+                admin.close()
+        except (KafkaError, OSError):
+            pass
+        time.sleep(0.2)
+    raise BrokerError(f"the broker did not answer on {bootstrap_servers} within {timeout_s:.0f} s")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
+    """Stop a broker by its PID: SIGTERM, wait up to ``timeout_s`` seconds, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class LocalBroker:
     """Tansu on ``127.0.0.1:port``, started as a child process; use as a context manager.
 
@@ -84,38 +136,17 @@ class LocalBroker:
                 [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerError(f"the local broker exited with code {self.process.returncode} "
-                                  f"(is port {self.port} in use?)")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                time.sleep(0.1)
-                continue
-            try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                         request_timeout_ms=2000)
-                admin.list_topics()
-                admin.close()
-                return self
-            except (KafkaError, OSError):
-                time.sleep(0.2)
-        self.stop()
-        raise BrokerError(f"the local broker did not answer on {self.bootstrap_servers} "
-                          f"within {timeout_s:.0f} s")
+        try:
+            wait_until_serving(self.bootstrap_servers, [self.process], timeout_s)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM, wait for the exit (Tansu takes up to about 7 s), SIGKILL past ``timeout_s``."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout_s)
 
     def __enter__(self) -> LocalBroker:
         return self.start()

@@ -88,6 +88,9 @@ class ConsumerOptions:
         max_partition_fetch_bytes: bytes per partition in one fetch, at most.
         static_partitions: ``(topic, partition)`` pairs to read instead of joining the
             group's rebalances, or None to join them.
+        read_committed: read with ``isolation.level=read_committed``: records of aborted
+            transactions are skipped, and a partition is read only up to its last stable
+            offset (KIP-98); otherwise ``read_uncommitted``, with both clients.
     """
 
     group_id: str
@@ -99,6 +102,29 @@ class ConsumerOptions:
     fetch_max_wait_ms: int
     max_partition_fetch_bytes: int
     static_partitions: list[PartitionKey] | None = None
+    read_committed: bool = False
+
+    @property
+    def isolation_level(self) -> str:
+        """``read_committed`` or ``read_uncommitted``, as both clients spell it."""
+        return "read_committed" if self.read_committed else "read_uncommitted"
+
+
+@dataclass(frozen=True)
+class TransactionOptions:
+    """A transactional producer's identity (exactly-once delivery, KIP-98).
+
+    Attributes:
+        transactional_id: the producer's ``transactional.id``: one per instance running at
+            a time, the same across its restarts (the restarted producer then aborts what its
+            predecessor left open). Zombie instances of the consumer group are fenced by the
+            group generation sent with the offsets (KIP-447), not by this id.
+        timeout_ms: ``transaction.timeout.ms``: the broker aborts a transaction left open
+            longer (milliseconds).
+    """
+
+    transactional_id: str
+    timeout_ms: int = 10_000
 
 
 class ProducerTuning:
@@ -110,6 +136,13 @@ class ProducerTuning:
         linger_ms: how long a record waits for others to share its request (milliseconds).
         batch_bytes: bytes per partition batch, at most.
         max_request_bytes: bytes per produce request, at most (a record's bound too).
+        transaction_retry_backoff_ms: a transactional producer's pause before retrying a
+            request (milliseconds). A transaction's offsets are refused with
+            ``CONCURRENT_TRANSACTIONS`` while the markers of the one before it are still
+            being written to the offsets topic, which is the rule when transactions follow
+            one another; at the clients' default of 100 ms each such transaction waited about
+            100 ms (measured against Apache Kafka 4.4 here: commit p50 101-140 ms at 100 ms,
+            15-25 ms at 10 ms, both clients).
     """
 
     acks: Final = "all"
@@ -117,3 +150,4 @@ class ProducerTuning:
     linger_ms: Final = 2
     batch_bytes: Final = 256 * 1024
     max_request_bytes: Final = 8 * 1024 * 1024
+    transaction_retry_backoff_ms: Final = 10

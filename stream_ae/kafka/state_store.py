@@ -4,7 +4,9 @@ Why a compacted topic: it lives in the cluster the daemon already depends on (no
 store to run, back up or secure), compaction keeps the latest state per key, any replica
 of the consumer group can read a partition's state when that partition is assigned to it,
 and the state record is produced with the batch's alerts and acknowledged before the
-batch's offsets are committed, so a committed offset never runs ahead of its state.
+batch's offsets are committed, so a committed offset never runs ahead of its state. In
+exactly-once mode the state record and the offsets commit in one transaction, and the state
+is read ``read_committed``: a restored state is exactly the one of the committed offset.
 
 The key is ``<group>/<topic>/<partition>``; the value is JSON
 ``{"mean": …, "variance": …, "events": …, "next_offset": …, "checkpoint_sha256": …}``
@@ -32,14 +34,16 @@ class ThresholdStateStore:
         topic: the compacted state topic (created with ``cleanup.policy=compact`` if absent).
         group_id: the consumer group whose state this is.
         read_timeout_s: longest time spent reading the topic on an assignment (seconds).
+        read_committed: read only the state records of committed transactions (exactly-once mode).
     """
 
     def __init__(self, connection: Connection, topic: str, group_id: str,
-                 read_timeout_s: float = 15.0) -> None:
+                 read_timeout_s: float = 15.0, read_committed: bool = False) -> None:
         self.connection = connection
         self.topic = topic
         self.group_id = group_id
         self.read_timeout_s = read_timeout_s
+        self.read_committed = read_committed
         ensure_topics(connection, {topic: 1}, configs={"cleanup.policy": "compact"})
 
     def key(self, partition: PartitionKey) -> bytes:
@@ -59,7 +63,7 @@ class ThresholdStateStore:
         """
         wanted = {self.key(partition): partition for partition in partitions}
         found: dict[PartitionKey, dict[str, float | int | str]] = {}
-        for record in read_topic(self.connection, self.topic, None, self.read_timeout_s):
+        for record in read_topic(self.connection, self.topic, None, self.read_timeout_s, self.read_committed):
             if record.key in wanted and record.value:
                 found[wanted[record.key]] = orjson.loads(record.value)
         return found

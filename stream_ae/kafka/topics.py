@@ -44,22 +44,26 @@ def ensure_topics(connection: Connection, topics: dict[str, int], timeout_s: flo
 
 
 def read_topic(connection: Connection, topic: str, expected: int | None = None,
-               timeout_s: float = 60.0) -> list[ConsumerRecord]:
+               timeout_s: float = 60.0, read_committed: bool = False) -> list[ConsumerRecord]:
     """Read a topic from the beginning, outside any consumer group.
 
     Args:
         connection: how to reach the cluster.
         topic: the topic to read.
         expected: stop once this many records were read; None reads every partition up to
-            its high watermark as of the read.
+            its high watermark as of the read (``read_committed``: up to its last stable
+            offset when the read starts, so that a transaction another producer holds open
+            does not hold the read up).
         timeout_s: stop after this many seconds in any case; the caller compares what it
             got with what it expected.
+        read_committed: skip the records of aborted transactions and those of transactions
+            still open (``isolation.level=read_committed``, KIP-98).
 
     Returns:
         The records, partition by partition in offset order.
     """
-    consumer = KafkaConsumer(**connection.kafka_python(), enable_auto_commit=False,
-                             fetch_max_wait_ms=50, group_id=None)
+    consumer = KafkaConsumer(**connection.kafka_python(), enable_auto_commit=False, fetch_max_wait_ms=50,
+                             group_id=None, isolation_level="read_committed" if read_committed else "read_uncommitted")
     try:
         deadline = time.monotonic() + timeout_s
         partitions = None
@@ -74,13 +78,14 @@ def read_topic(connection: Connection, topic: str, expected: int | None = None,
         consumer.seek_to_beginning(*assigned)
         records: list[ConsumerRecord] = []
         unfinished = set(assigned)
+        stable = consumer.end_offsets(assigned) if read_committed and expected is None else {}
 
         def done() -> bool:
             if expected is not None:
                 return len(records) >= expected
             for tp in list(unfinished):
-                highwater = consumer.highwater(tp)
-                if highwater is not None and consumer.position(tp) >= highwater:
+                end = stable.get(tp, consumer.highwater(tp))
+                if end is not None and consumer.position(tp) >= end:
                     unfinished.discard(tp)
             return not unfinished
 

@@ -2,21 +2,24 @@
 
 :class:`Detector` keeps the order of the steps and the delivery promise: a batch's
 offsets are committed only after every alert, score, dead letter and threshold-state
-record of that batch has been acknowledged by the broker (at-least-once). Every other job
-lives in a piece of its own: the stages (:mod:`.codec`, :mod:`.scoring`,
-:mod:`.threshold`, :mod:`.alerts`), partition ownership and readiness
-(:mod:`.ownership`), swapping the model (:mod:`.hot_swap`), stage timing
+record of that batch has been acknowledged by the broker (at-least-once), or together
+with them in one transaction (exactly-once); how, is the delivery guarantee's
+(:mod:`.guarantee`). Every other job lives in a piece of its own: the stages
+(:mod:`.codec`, :mod:`.scoring`, :mod:`.threshold`, :mod:`.alerts`), partition ownership
+and readiness (:mod:`.ownership`), swapping the model (:mod:`.hot_swap`), stage timing
 (:mod:`.timing`); the service (:mod:`stream_ae.service.daemon`) builds them and runs the
 loop.
 
 One batch is in flight at a time, so that the broker's round trips overlap with work:
 batch N's output is sent, then batch N+1 is polled while N's acknowledgements arrive. N
 is settled (acknowledgement awaited, offsets committed asynchronously, counted) right
-after that poll if its acknowledgements are in, at once if the poll brought nothing, and
-otherwise once N+1's output is sent. Its end-to-end latency is taken at the moment its
+after that poll if its acknowledgements are in (always, when the guarantee goes
+:attr:`~.guarantee.DeliveryGuarantee.one_at_a_time`), at once if the poll brought nothing,
+and otherwise once N+1's output is sent. Its end-to-end latency is taken at the moment its
 last acknowledgement reached the client (:meth:`stream_ae.kafka.ends.Delivery.acknowledged_at`),
 not when the loop got round to settling it.
-A failed delivery rewinds the source to the first records of both batches. Offsets are
+A failed delivery rewinds the source to the first records of both batches (and the
+guarantee is told). Offsets are
 committed only for partitions still owned: after a revocation, the new owner reads the
 revoked partitions' unsettled records again (at-least-once; the rebalance callback runs
 on kafka-python's I/O thread, where no blocking call is allowed).
@@ -34,6 +37,7 @@ import numpy as np
 from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 from stream_ae.pipeline.alerts import alert_records, dead_letter_headers, score_records
+from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee
 from stream_ae.pipeline.hot_swap import ServedModel
 from stream_ae.pipeline.ownership import PartitionOwnership, SavedThresholds
 from stream_ae.pipeline.timing import StageTimer
@@ -90,13 +94,17 @@ class Detector:
         saved: where threshold state records are formatted for ``topics.state``; None
             sends none.
         retry_backoff_s: pause after a batch whose output was not acknowledged (seconds).
+        guarantee: how a batch's output and offsets become final; None:
+            :class:`~.guarantee.AtLeastOnce` over ``source`` and ``sink``.
     """
 
     def __init__(self, source: Source, sink: Sink, served: ServedModel, topics: OutputTopics,
                  ownership: PartitionOwnership, metrics: DetectorMetrics,
-                 saved: SavedThresholds | None = None, retry_backoff_s: float = 1.0) -> None:
+                 saved: SavedThresholds | None = None, retry_backoff_s: float = 1.0,
+                 guarantee: DeliveryGuarantee | None = None) -> None:
         self.source = source
         self.sink = sink
+        self.guarantee = guarantee or AtLeastOnce(source, sink)
         self.topics = topics
         self.ownership = ownership
         self.metrics = metrics
@@ -133,7 +141,8 @@ class Detector:
             self._settle(None)
             return 0
         in_flight = self._in_flight
-        if in_flight is not None and in_flight.delivery.done() and not self._settle(None, unhandled=consumed):
+        if (in_flight is not None and (self.guarantee.one_at_a_time or in_flight.delivery.done())
+                and not self._settle(None, unhandled=consumed)):
             return 0  # rewound to the unacknowledged batch: these records come again after it
         self.metrics.batch_size.observe(len(consumed))
 
@@ -157,7 +166,7 @@ class Detector:
         next_offsets = consumed.next_offsets()
         if self.saved is not None:
             self._send_threshold_state(next_offsets)
-        sent = _InFlight(sink.seal(), len(consumed), consumed.first_offsets(), next_offsets,
+        sent = _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
                          len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
         timer.lap("produce")
         self.metrics.show_thresholds(batch.partitions, served.threshold.threshold)
@@ -176,11 +185,12 @@ class Detector:
     def _settle(self, newer: _InFlight | None, unhandled: ConsumedBatch | None = None) -> bool:
         """Settle the batch in flight and put ``newer`` in its place.
 
-        Settling waits for the batch's acknowledgement, commits its offsets asynchronously
-        and counts it. If its delivery failed, nothing is committed: the source is rewound
-        to the first records of the failed batch, of ``newer`` (whose output is abandoned
-        with it) and of ``unhandled`` (a batch polled but not handled yet), so that all of
-        them are read again.
+        Settling waits for the batch's acknowledgement, commits its offsets (the
+        guarantee's :meth:`~.guarantee.DeliveryGuarantee.commit`) and counts it. If its
+        delivery failed, nothing is committed: the source is rewound to the first records
+        of the failed batch, of ``newer`` (whose output is abandoned with it) and of
+        ``unhandled`` (a batch polled but not handled yet), so that all of them are read
+        again.
 
         Returns:
             False when a failed delivery rewound the source (records polled since then must
@@ -203,13 +213,12 @@ class Detector:
                     first[partition] = min(offset, first.get(partition, offset))
             self._in_flight = None
             self.source.rewind(first)
+            self.guarantee.rewound(list(first))
             time.sleep(self.retry_backoff_s)
             return False
         self.timer.lap("produce")
 
-        owned = self.ownership.owned(settling.next_offsets)
-        self.source.commit(owned, asynchronous=True)
-        self._committed_async.update(owned)
+        self._committed_async.update(self.guarantee.commit(self.ownership.owned(settling.next_offsets)))
         self.timer.lap("commit")
 
         metrics.end_to_end_latency.observe_many(settling.delivery.acknowledged_at() - settling.timestamps_ms / 1000.0)

@@ -83,6 +83,15 @@ class PartitionOwnership:
         self._refresh_readiness()
         log.info("partitions revoked: %s", sorted(partitions))
 
+    def reread(self, partitions: list[PartitionKey]) -> None:
+        """Have the thresholds of ``partitions`` (still owned) set back to their saved state
+        before their next events are judged (:meth:`restore`): their in-memory state has
+        counted a batch whose transaction was aborted. Without a state store the in-memory
+        state stays."""
+        if self.saved is None:
+            return
+        self._unrestored.update(self.assigned.intersection(partitions))
+
     # -- the loop's side ---------------------------------------------------------------------
     @property
     def restoring(self) -> bool:
@@ -90,10 +99,13 @@ class PartitionOwnership:
         return bool(self._unrestored)
 
     def restore(self, threshold: Threshold, checkpoint_sha256: str) -> None:
-        """Seed the threshold of each newly assigned partition from its saved state, when the
-        state was saved by the model in service (``checkpoint_sha256``); else the seed stays."""
+        """Start the threshold of each newly assigned (or :meth:`reread`) partition afresh:
+        from its saved state, when the state was saved by the model in service
+        (``checkpoint_sha256``); else from the seed."""
         partitions = sorted(self._unrestored)
         self._unrestored.difference_update(partitions)
+        for partition in partitions:
+            threshold.forget(partition)
         saved = self.saved.load(partitions) if self.saved is not None else {}
         for partition, state in saved.items():
             if state.get("checkpoint_sha256") == checkpoint_sha256:

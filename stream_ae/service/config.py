@@ -8,6 +8,7 @@ loaded, so a wrong value fails at start-up with a message that names the field.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from stream_ae.kafka.options import Connection, ConsumerOptions
+from stream_ae.kafka.options import Connection, ConsumerOptions, TransactionOptions
 from stream_ae.model.kinds import EventKind
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 
@@ -105,9 +106,10 @@ class ConsumerSettings(_Section):
                 raise ValueError(f"{entry!r} is not of the form 'topic:partition'")
         return entries
 
-    def options(self) -> ConsumerOptions:
+    def options(self, read_committed: bool = False) -> ConsumerOptions:
         """The plain values a source is built from; ``static_partitions`` as ``(topic, partition)``
-        pairs (None to join the group's rebalances)."""
+        pairs (None to join the group's rebalances); ``read_committed`` as given (see
+        :meth:`Settings.consumer_options`)."""
         static = ([(topic, int(number)) for topic, _, number in
                    (entry.rpartition(":") for entry in self.static_partitions)]
                   if self.static_partitions else None)
@@ -115,13 +117,46 @@ class ConsumerSettings(_Section):
             group_id=self.group_id, max_batch_size=self.max_batch_size, max_wait_ms=self.max_wait_ms,
             auto_offset_reset=self.auto_offset_reset, session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms, fetch_max_wait_ms=self.fetch_max_wait_ms,
-            max_partition_fetch_bytes=self.max_partition_fetch_bytes, static_partitions=static)
+            max_partition_fetch_bytes=self.max_partition_fetch_bytes, static_partitions=static,
+            read_committed=read_committed)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> ConsumerSettings:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be lower than session_timeout_ms")
         return self
+
+
+class DeliverySettings(_Section):
+    """The delivery guarantee of the alerts, scores, dead letters and threshold state.
+
+    ``at_least_once`` (the default): a batch's output is acknowledged, then its offsets are
+    committed; a crash reads the last few batches again, and their output comes again.
+    ``exactly_once``: each batch's output and its consumer offsets commit in one Kafka
+    transaction (KIP-98), fenced by the consumer group's generation (KIP-447); a reader
+    with ``isolation.level=read_committed`` sees each record once. Needs a broker that
+    isolates transactions (Apache Kafka 2.5 or later).
+
+    ``transactional_id`` names this instance's transactional producer. It must differ
+    between instances running at the same time and should stay the same when an instance
+    restarts: then the restarted producer aborts its predecessor's open transaction at
+    once (``init_transactions``), instead of leaving it to ``transaction_timeout_ms``.
+    Default: ``<consumer.group_id>-<kafka.client_id>-<host name>``; set it per instance
+    where several share a host (e.g. the pod name of a StatefulSet).
+    """
+
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    transactional_id: str | None = Field(
+        None, min_length=1, description="exactly_once: this instance's transactional.id "
+        "(default: <consumer.group_id>-<kafka.client_id>-<host name>)")
+    transaction_timeout_ms: int = Field(
+        10_000, ge=1000, le=900_000, description="exactly_once: the broker aborts a transaction left "
+        "open longer (a frozen or dead instance's); at most the broker's transaction.max.timeout.ms")
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether the output and offsets commit in one transaction."""
+        return self.guarantee == "exactly_once"
 
 
 class EventSettings(_Section):
@@ -201,6 +236,21 @@ class Settings(BaseSettings):
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+
+    def consumer_options(self) -> ConsumerOptions:
+        """The source's plain values: ``consumer`` as set, reading ``read_committed`` in
+        exactly-once mode (records of aborted transactions skipped)."""
+        return self.consumer.options(read_committed=self.delivery.exactly_once)
+
+    def transaction_options(self) -> TransactionOptions | None:
+        """The transactional producer's plain values in exactly-once mode; None otherwise."""
+        delivery = self.delivery
+        if not delivery.exactly_once:
+            return None
+        transactional_id = (delivery.transactional_id
+                            or f"{self.consumer.group_id}-{self.kafka.client_id}-{socket.gethostname()}")
+        return TransactionOptions(transactional_id, delivery.transaction_timeout_ms)
 
     @classmethod
     def settings_customise_sources(

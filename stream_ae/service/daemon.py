@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from stream_ae.kafka.backends import make_sink, make_source
-from stream_ae.kafka.ends import Sink, Source
+from stream_ae.kafka.backends import make_sink, make_source, make_transactional_sink
+from stream_ae.kafka.ends import Sink, Source, TransactionalSink
 from stream_ae.kafka.state_store import ThresholdStateStore
 from stream_ae.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from stream_ae.pipeline.alerts import ModelIdentity
 from stream_ae.pipeline.codec import REASONS, EventDecoder
+from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee, ExactlyOnce
 from stream_ae.pipeline.hot_swap import HotSwap, ServedModel
 from stream_ae.pipeline.housekeeping import Housekeeping
 from stream_ae.pipeline.loop import Detector, OutputTopics
@@ -83,7 +84,8 @@ class Daemon:
         settings: validated settings.
         checkpoint: the model to serve; None loads ``settings.model.checkpoint``.
         source, sink: the Kafka ends; None opens them for ``settings.kafka.client`` when
-            the loop starts.
+            the loop starts (in exactly-once mode, a given sink must be a
+            :class:`~stream_ae.kafka.ends.TransactionalSink`).
         saved: where threshold state is kept; None opens the ``topics.state`` topic (when
             set) when the loop starts.
 
@@ -131,19 +133,33 @@ class Daemon:
         """
         settings = self.settings
         connection = settings.kafka.connection()
+        transactions = settings.transaction_options()
         if self.sink is None:
-            self.sink = make_sink(settings.kafka.client, connection, settings.topics.outputs())
+            self.sink = (make_sink(settings.kafka.client, connection, settings.topics.outputs())
+                         if transactions is None else
+                         make_transactional_sink(settings.kafka.client, connection, transactions,
+                                                 settings.topics.outputs()))
         if self.ownership.saved is None and settings.topics.state:
-            self.ownership.saved = ThresholdStateStore(connection, settings.topics.state, settings.consumer.group_id)
+            self.ownership.saved = ThresholdStateStore(connection, settings.topics.state, settings.consumer.group_id,
+                                                       read_committed=transactions is not None)
         if self.source is None:
             self.source = make_source(settings.kafka.client, connection, settings.topics.input,
-                                      settings.consumer.options(), self.ownership.assigned_now,
+                                      settings.consumer_options(), self.ownership.assigned_now,
                                       self.ownership.revoked_now)
         topics = settings.topics
         self.detector = Detector(self.source, self.sink, self.served,
                                  OutputTopics(topics.alerts, topics.dead_letter, topics.scores, topics.state),
-                                 self.ownership, self.metrics, self.ownership.saved)
+                                 self.ownership, self.metrics, self.ownership.saved,
+                                 guarantee=self._guarantee(self.source, self.sink))
         return self.detector
+
+    def _guarantee(self, source: Source, sink: Sink) -> DeliveryGuarantee:
+        """The delivery guarantee ``delivery.guarantee`` names, over the opened ends."""
+        if not self.settings.delivery.exactly_once:
+            return AtLeastOnce(source, sink)
+        if not isinstance(sink, TransactionalSink):
+            raise TypeError(f"delivery.guarantee exactly_once needs a transactional sink, not {type(sink).__name__}")
+        return ExactlyOnce(source, sink, self.ownership)
 
     def run(self) -> None:
         """Run until :meth:`stop`; then flush, leave the group and close the connections.

@@ -17,7 +17,6 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.kafka.kafka_python.sink import KafkaSink
 from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.datasets import CARD_FEATURES
@@ -50,6 +49,10 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         port = running.daemon.server.port
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
         ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status
+        # the lag gauges are set between batches at most once a second (housekeeping): on a
+        # quick broker all 601 events can be handled before the first round after the join
+        lag_gauges = [("stream_ae_consumer_lag_events", (("partition", p), ("topic", topic))) for p in "01"]
+        wait_for(lambda: all(gauge in scrape(port) for gauge in lag_gauges), 30, "the consumer-lag gauges")
         metrics = scrape(port)
         k = running.daemon.served.threshold.k  # calibrated to threshold.false_alarm_rate
 
@@ -98,55 +101,6 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         assert value("stream_ae_stage_seconds_total", stage=stage) > 0
     assert value("stream_ae_model_info", model="deep", checkpoint_sha256=checkpoint.sha256) == 1
     assert value("process_resident_memory_bytes") > 0
-
-
-class CrashError(Exception):
-    """Stands for the process dying between producing a batch's alerts and their acknowledgement."""
-
-
-def crash_before_acknowledgement(sink_class: type) -> type:
-    """A sink of ``sink_class``'s kind whose process 'dies' when it would wait for the acks."""
-    class DiesOnWait:
-        def wait(self) -> int:
-            raise CrashError("killed before the broker acknowledged the batch")
-
-    class CrashBeforeAcknowledgement(sink_class):
-        def seal(self) -> DiesOnWait:
-            super().seal()
-            return DiesOnWait()
-    return CrashBeforeAcknowledgement
-
-
-@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
-def test_offsets_are_committed_only_after_alerts_are_acknowledged(broker, topic_names, synthetic_checkpoint,
-                                                                 client):
-    if client == "confluent-kafka":
-        sink_class = pytest.importorskip("stream_ae.kafka.confluent.sink",
-                                         reason="confluent-kafka is not installed").ConfluentSink
-    else:
-        sink_class = KafkaSink
-    checkpoint, path = synthetic_checkpoint
-    settings = detector_settings(broker, topic_names, path, kafka={"client": client})
-    topic = settings.topics.input[0]
-    ensure_topics(settings.kafka.connection(), {topic: 1})
-    rows = checkpoint.training["split"]["test"][:200]
-    produce(settings, topic, events(rows))
-
-    crashing = BackgroundDetector(settings, checkpoint,
-                               sink=crash_before_acknowledgement(sink_class)(settings.kafka.connection()))
-    crashing.start().thread.join(60)  # it joins the group, reads a batch, and dies at the flush
-    assert isinstance(crashing.error, CrashError)
-    registry = crashing.daemon.metrics.registry
-    assert registry.get_sample_value("stream_ae_batch_size_events_sum") > 0, "it had read a batch"
-    assert crashing.daemon.metrics.totals()["events_in"] == 0, "a batch counts once it is done"
-    assert committed_total(settings, topic, 1) == 0, "nothing may be committed before the ack"
-
-    with BackgroundDetector(settings, checkpoint) as restarted:
-        totals = restarted.wait_accounted(200)
-    assert totals["events_in"] == 200, "the unacknowledged batch is read again"
-    assert committed_total(settings, topic, 1) == 200
-    keys = {r.key for r in read_topic(settings.kafka.connection(), settings.topics.scores, 200)}
-    assert keys == {f"{topic}-0-{offset}".encode() for offset in range(200)}
 
 
 def test_malformed_records_reach_the_dead_letter_topic_and_nothing_is_lost(broker, topic_names,

@@ -1,4 +1,8 @@
-"""A broker outage of about 10 s: the daemon stays up, reports not ready, resumes by itself."""
+"""A broker outage of about 10 s: the daemon stays up, reports not ready, resumes by itself.
+
+The broker is of the tests' kind (``STREAM_AE_TEST_BROKER``): Tansu keeps everything in
+memory and comes back empty; Apache Kafka comes back with its log and committed offsets.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ import urllib.request
 
 import pytest
 
-from stream_ae.kafka.local_broker import LocalBroker
+from stream_ae.kafka.apache_broker import ApacheKafka
 from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.daemon import BackgroundDetector
-from tests.helpers import detector_settings, produce, wait_for
+from tests.helpers import detector_settings, make_broker, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
     checkpoint, path = synthetic_checkpoint
     dataset = synthetic_transactions(rows=6000)
     values = [encode_event(dataset.values[row], CARD_FEATURES, False, f"e{row}") for row in range(1000)]
-    broker = LocalBroker(log_path=tmp_path / "broker.log").start()
+    broker = make_broker(tmp_path / "broker.log", stoppable=True).start()
     settings = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")})
     topics = {settings.topics.input[0]: 2, settings.topics.alerts: 1, settings.topics.dead_letter: 1,
               settings.topics.scores: 2, settings.topics.state: 1}
@@ -41,7 +45,10 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
             running.wait_accounted(500)
             assert readyz(port) == 200
 
-            broker.stop()
+            if isinstance(broker, ApacheKafka):
+                broker.stop_node(1)  # the process only: its data stays for the restart
+            else:
+                broker.stop()
             outage_started = time.monotonic()
             wait_for(lambda: readyz(port) == 503, 15, "/readyz to report not ready")
             while time.monotonic() - outage_started < 10:
@@ -49,8 +56,10 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
                 time.sleep(0.5)
             assert readyz(port) == 503
 
-            # the broker is memory-only: it comes back empty, so the topics are created again
-            broker = LocalBroker(port=broker.port, log_path=tmp_path / "broker.log").start()
+            if isinstance(broker, ApacheKafka):
+                broker.restart(1)
+            else:  # memory-only: it comes back empty, so the topics are created again
+                broker.start()
             ensure_topics(settings.kafka.connection(), topics)
             produce(settings, settings.topics.input[0], values[500:])
             wait_for(lambda: readyz(port) == 200, 60, "/readyz to report ready again")

@@ -5,7 +5,9 @@ Chosen with ``kafka.client: confluent-kafka`` (see :mod:`stream_ae.kafka.backend
 promise as :class:`stream_ae.kafka.kafka_python.sink.KafkaSink` (``acks=all``, idempotent,
 a keyed record on the partition ``crc32(key) mod partitions``). A thread of the sink's own
 serves librdkafka's delivery reports, so that a batch's :meth:`TallyDelivery.acknowledged_at`
-is when its last acknowledgement came, not when the loop next looked.
+is when its last acknowledgement came, not when the loop next looked. For exactly-once
+delivery, :class:`ConfluentTransactions` is librdkafka's transactional producer as
+:class:`stream_ae.kafka.transactions.TransactionalBatchSink` drives it.
 """
 
 from __future__ import annotations
@@ -14,15 +16,48 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_ae.kafka.ends import Delivery, DeliveryError, Sink
-from stream_ae.kafka.options import Connection, ProducerTuning
+from stream_ae.kafka.options import Connection, ProducerTuning, TransactionOptions
+from stream_ae.kafka.records import PartitionKey
+from stream_ae.kafka.transactions import TransactionalProducer
 
 log = logging.getLogger(__name__)
 
 REPORT_POLL_S = 0.05  # longest block of one Producer.poll on the reporting thread (seconds)
+
+
+def producer_config(connection: Connection) -> dict[str, Any]:
+    """librdkafka's settings of an idempotent ``acks=all`` producer (:class:`options.ProducerTuning`)."""
+    return {
+        **connection.librdkafka(),
+        "logger": log,
+        "acks": ProducerTuning.acks,
+        "enable.idempotence": ProducerTuning.idempotent,
+        "linger.ms": ProducerTuning.linger_ms,
+        "batch.size": ProducerTuning.batch_bytes,
+        "message.max.bytes": ProducerTuning.max_request_bytes,
+    }
+
+
+def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+            headers: Sequence[tuple[str, bytes]] | None, drain: Callable[[], object], **more: Any) -> None:
+    """``producer.produce``, calling ``drain`` while librdkafka's local queue is full (serving
+    the producer's delivery reports drains it)."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None, **more)
+            return
+        except BufferError:
+            drain()
+
+
+def _wait_for_reports() -> None:
+    """Give the reporting thread time to serve delivery reports (it alone serves them)."""
+    time.sleep(REPORT_POLL_S)
 
 
 class _Tally:
@@ -136,15 +171,7 @@ class ConfluentSink(Sink):
         self.producer, self.reports = self._new_producer()
 
     def _new_producer(self) -> tuple[Producer, _ReportServer]:
-        producer = Producer({
-            **self.connection.librdkafka(),
-            "logger": log,
-            "acks": ProducerTuning.acks,
-            "enable.idempotence": ProducerTuning.idempotent,
-            "linger.ms": ProducerTuning.linger_ms,
-            "batch.size": ProducerTuning.batch_bytes,
-            "message.max.bytes": ProducerTuning.max_request_bytes,
-        })
+        producer = Producer(producer_config(self.connection))
         reports = _ReportServer(producer)
         reports.start()
         return producer, reports
@@ -156,13 +183,7 @@ class ConfluentSink(Sink):
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
         """Queue one record in the open batch; :meth:`seal` closes the batch."""
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
-                                      on_delivery=self.tally.delivered)
-                break
-            except BufferError:  # the local queue is full: the reporting thread drains it
-                time.sleep(REPORT_POLL_S)
+        produce(self.producer, topic, key, value, headers, _wait_for_reports, on_delivery=self.tally.delivered)
         self.tally.sent += 1
 
     def seal(self) -> TallyDelivery:
@@ -175,3 +196,66 @@ class ConfluentSink(Sink):
         """Flush what is queued (up to ``flush_timeout_s``) and release the producer."""
         self.reports.stop()
         self.producer.flush(self.flush_timeout_s)
+
+
+class ConfluentTransactions(TransactionalProducer):
+    """librdkafka's transactional producer (``transactional.id`` set; KIP-98), initialised:
+    ``init_transactions`` has fenced earlier producers of the same id and aborted what they
+    left open.
+
+    librdkafka gives up waiting on a transaction call after ``transaction.timeout.ms`` with
+    a retriable error while the call goes on in the background; :meth:`commit` and
+    :meth:`abort` call again until the outcome is known (librdkafka's documented use), so
+    that no batch is taken for aborted while its commit may still land.
+
+    Args:
+        connection: how to reach the cluster.
+        transactions: the producer's ``transactional.id`` and transaction timeout.
+        topics: taken for the same signature as ``KafkaTransactions``.
+
+    Raises:
+        KafkaException: the transaction coordinator could not be reached or refused the id.
+    """
+
+    def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = ()) -> None:
+        self.producer = Producer({**producer_config(connection), "transactional.id": transactions.transactional_id,
+                                  "transaction.timeout.ms": transactions.timeout_ms,
+                                  "retry.backoff.ms": ProducerTuning.transaction_retry_backoff_ms})
+        self.producer.init_transactions()
+
+    def begin(self) -> None:
+        """See :meth:`TransactionalProducer.begin`."""
+        self.producer.begin_transaction()
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, bytes]] | None) -> None:
+        """See :meth:`TransactionalProducer.send`."""
+        produce(self.producer, topic, key, value, headers, lambda: self.producer.poll(REPORT_POLL_S))
+
+    def commit(self, next_offsets: dict[PartitionKey, int], group_metadata: object) -> None:
+        """See :meth:`TransactionalProducer.commit`; ``group_metadata`` is the consumer's
+        ``consumer_group_metadata()``."""
+        if next_offsets:
+            offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in next_offsets.items()]
+            _until_known(lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata))
+        _until_known(self.producer.commit_transaction)
+
+    def abort(self) -> None:
+        """See :meth:`TransactionalProducer.abort`."""
+        _until_known(self.producer.abort_transaction)
+
+    def close(self, timeout_s: float) -> None:
+        """See :meth:`TransactionalProducer.close`."""
+        self.producer.flush(timeout_s)
+
+
+def _until_known(call: Callable[[], object]) -> None:
+    """Call a transaction call again while it fails with a retriable error (a timeout)."""
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+            log.warning("transaction call not answered yet, calling again: %s", exc)

@@ -3,7 +3,9 @@
 Chosen with ``kafka.client: confluent-kafka`` (see :mod:`stream_ae.kafka.backends`). As with the
 default backend, auto-commit is off and offsets move only through
 :meth:`ConfluentSource.commit`, which the daemon calls once the batch's alerts, scores and
-dead letters are acknowledged (``acks=all``, idempotent producer): at-least-once delivery.
+dead letters are acknowledged (``acks=all``, idempotent producer): at-least-once delivery;
+or through the batch's transaction, given :meth:`ConfluentSource.group_metadata`
+(exactly-once).
 
 confluent-kafka's ``Message`` has methods, not the attributes of :class:`records.Record`.
 Rather than wrap every message in a Python object on the hot path, a batch's columns are
@@ -111,10 +113,12 @@ class ConfluentSource(Source):
             "fetch.wait.max.ms": consumer.fetch_max_wait_ms,
             "fetch.queue.backoff.ms": 10,
             "max.partition.fetch.bytes": consumer.max_partition_fetch_bytes,
+            "isolation.level": consumer.isolation_level,
             "statistics.interval.ms": 1000,
             "stats_cb": self._statistics,
             "on_commit": _commit_answered,
         })
+        self._membership = self.consumer.consumer_group_metadata()
         start_reading(
             topics, consumer.static_partitions,
             lambda keys: self.consumer.assign([TopicPartition(topic, number) for topic, number in keys]),
@@ -161,7 +165,9 @@ class ConfluentSource(Source):
         Raises:
             KafkaException: a fatal consumer error.
         """
-        return self.batching.fill(self._fetch)
+        messages = self.batching.fill(self._fetch)
+        self._membership = self.consumer.consumer_group_metadata()
+        return messages
 
     def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns.
@@ -200,6 +206,12 @@ class ConfluentSource(Source):
         for (topic, partition), offset in first_offsets.items():
             if (topic, partition) in assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def group_metadata(self) -> object:
+        """See :meth:`ends.Source.group_metadata`: librdkafka's ``ConsumerGroupMetadata``,
+        taken right after the latest poll (opaque: its generation cannot be read, so it is
+        never None; the broker checks it)."""
+        return self._membership
 
     def assignment(self) -> list[PartitionKey]:
         """Partitions currently assigned to this consumer."""

@@ -2,7 +2,9 @@
 broker's acknowledgements.
 
 Records are sent a batch at a time (see :class:`stream_ae.kafka.ends.Sink`):
-:meth:`KafkaSink.seal` closes the batch and hands back its :class:`FutureDelivery`.
+:meth:`KafkaSink.seal` closes the batch and hands back its :class:`FutureDelivery`. For
+exactly-once delivery, :class:`KafkaTransactions` is kafka-python's transactional producer
+as :class:`stream_ae.kafka.transactions.TransactionalBatchSink` drives it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 
 from stream_ae.kafka.ends import Delivery, DeliveryError, Sink
-from stream_ae.kafka.options import Connection, ProducerTuning
+from stream_ae.kafka.kafka_python.source import offsets_and_metadata
+from stream_ae.kafka.options import Connection, ProducerTuning, TransactionOptions
+from stream_ae.kafka.records import PartitionKey
+from stream_ae.kafka.transactions import TransactionalProducer
 
 
 class FutureDelivery(Delivery):
@@ -104,6 +109,29 @@ def track_topics(producer: KafkaProducer, topics: Sequence[str]) -> None:
     sender.wakeup()
 
 
+def new_producer(connection: Connection, topics: Sequence[str], **more: object) -> KafkaProducer:
+    """An idempotent ``acks=all`` producer (:class:`options.ProducerTuning`) partitioning as
+    librdkafka does (:class:`Crc32Partitioner`), tracking ``topics`` (:func:`track_topics`).
+
+    Args:
+        connection: how to reach the cluster.
+        topics: every topic the producer writes to.
+        more: further kafka-python producer settings (a ``transactional_id``).
+    """
+    producer = KafkaProducer(
+        **connection.kafka_python(),
+        acks=ProducerTuning.acks,
+        enable_idempotence=ProducerTuning.idempotent,
+        linger_ms=ProducerTuning.linger_ms,
+        batch_size=ProducerTuning.batch_bytes,
+        partitioner=Crc32Partitioner(),
+        max_request_size=ProducerTuning.max_request_bytes,
+        **more,
+    )
+    track_topics(producer, topics)
+    return producer
+
+
 class KafkaSink(Sink):
     """Sends records and reports, per batch, whether all of them were acknowledged.
 
@@ -125,21 +153,8 @@ class KafkaSink(Sink):
         self.connection = connection
         self.flush_timeout_s = flush_timeout_s
         self.topics = list(topics)
-        self.producer = self._new_producer()
+        self.producer = new_producer(connection, self.topics)
         self.pending: list = []
-
-    def _new_producer(self) -> KafkaProducer:
-        producer = KafkaProducer(
-            **self.connection.kafka_python(),
-            acks=ProducerTuning.acks,
-            enable_idempotence=ProducerTuning.idempotent,
-            linger_ms=ProducerTuning.linger_ms,
-            batch_size=ProducerTuning.batch_bytes,
-            partitioner=Crc32Partitioner(),
-            max_request_size=ProducerTuning.max_request_bytes,
-        )
-        track_topics(producer, self.topics)
-        return producer
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
@@ -155,8 +170,53 @@ class KafkaSink(Sink):
     def _replace_producer(self) -> None:
         with contextlib.suppress(KafkaError):
             self.producer.close(timeout=0)
-        self.producer = self._new_producer()
+        self.producer = new_producer(self.connection, self.topics)
 
     def close(self) -> None:
         """Flush what is queued and close the producer."""
         self.producer.close(timeout=self.flush_timeout_s)
+
+
+class KafkaTransactions(TransactionalProducer):
+    """kafka-python's transactional producer (``transactional_id`` set; KIP-98), initialised:
+    ``init_transactions`` has fenced earlier producers of the same id and aborted what they
+    left open.
+
+    Args:
+        connection: how to reach the cluster.
+        transactions: the producer's ``transactional.id`` and transaction timeout.
+        topics: every topic the producer writes to (see :func:`track_topics`).
+
+    Raises:
+        KafkaError: the transaction coordinator could not be reached or refused the id.
+    """
+
+    def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = ()) -> None:
+        self.producer = new_producer(connection, topics, transactional_id=transactions.transactional_id,
+                                     transaction_timeout_ms=transactions.timeout_ms,
+                                     retry_backoff_ms=ProducerTuning.transaction_retry_backoff_ms)
+        self.producer.init_transactions()
+
+    def begin(self) -> None:
+        """See :meth:`TransactionalProducer.begin`."""
+        self.producer.begin_transaction()
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, bytes]] | None) -> None:
+        """See :meth:`TransactionalProducer.send`."""
+        self.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None)
+
+    def commit(self, next_offsets: dict[PartitionKey, int], group_metadata: object) -> None:
+        """See :meth:`TransactionalProducer.commit`; ``group_metadata`` is the consumer's
+        ``ConsumerGroupMetadata``."""
+        if next_offsets:
+            self.producer.send_offsets_to_transaction(offsets_and_metadata(next_offsets), group_metadata)
+        self.producer.commit_transaction()
+
+    def abort(self) -> None:
+        """See :meth:`TransactionalProducer.abort`."""
+        self.producer.abort_transaction()
+
+    def close(self, timeout_s: float) -> None:
+        """See :meth:`TransactionalProducer.close`."""
+        self.producer.close(timeout=timeout_s)

@@ -8,12 +8,18 @@ from itertools import chain
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from stream_ae.kafka.consuming import BatchPolicy, log_failed_commit, start_reading
 from stream_ae.kafka.ends import Source
 from stream_ae.kafka.options import Connection, ConsumerOptions
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey, Record
+
+
+def offsets_and_metadata(next_offsets: dict[PartitionKey, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """kafka-python's form of offsets to commit (no metadata, no leader epoch)."""
+    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in next_offsets.items()}
 
 
 def _commit_answered(offsets: dict, response: object) -> None:
@@ -41,7 +47,8 @@ class KafkaSource(Source):
     """Reads micro-batches from the input topics and commits what has been handled.
 
     Auto-commit is off: offsets move only through :meth:`commit`, which the daemon calls
-    once a batch's output has been acknowledged (at-least-once delivery). With
+    once a batch's output has been acknowledged (at-least-once delivery), or through a
+    transaction given :meth:`group_metadata` (exactly-once). With
     ``consumer.static_partitions`` set, the consumer reads exactly those partitions
     (``assign``) instead of joining a rebalance, and still commits under ``group_id``;
     ``on_assigned`` is then called once, from the constructor.
@@ -68,12 +75,32 @@ class KafkaSource(Source):
             max_partition_fetch_bytes=consumer.max_partition_fetch_bytes,
             session_timeout_ms=consumer.session_timeout_ms,
             heartbeat_interval_ms=consumer.heartbeat_interval_ms,
+            isolation_level=consumer.isolation_level,
         )
+        self.subscribes = not consumer.static_partitions
+        self._membership = self.consumer.group_metadata()
         start_reading(
             topics, consumer.static_partitions,
             lambda keys: self.consumer.assign([TopicPartition(topic, number) for topic, number in keys]),
-            lambda topics, gained, lost: self.consumer.subscribe(topics, listener=_Listener(gained, lost)),
-            on_assigned, on_revoked)
+            self._subscribe, on_assigned, on_revoked)
+
+    def _subscribe(self, topics: list[str], gained: Callable[[set[TopicPartition]], None],
+                   lost: Callable[[set[TopicPartition]], None]) -> None:
+        """Join the group's rebalances on ``topics``, with their partitions known before the first join.
+
+        kafka-python (3.0.12) joins as soon as it is polled, often before the metadata of the
+        topics just subscribed to has come back: the group leader then assigns nothing, and
+        the metadata that arrives a moment later calls for a second rebalance. When a poll's
+        timeout ends while that second join is in flight, the client never completes it (its
+        join loop runs only while a rejoin is needed, and the leader's own assignment has
+        cleared that): no partition is ever assigned and heartbeats stay off. Measured here,
+        daemons started right after their input topic was created: 4 of 60 hung (Apache
+        Kafka 4.4 and 3.9), none of 70 once the topics' partitions are asked for first, as
+        here (one blocking metadata request), so that the first join assigns them.
+        """
+        self.consumer.subscribe(topics, listener=_Listener(gained, lost))
+        for topic in topics:
+            self.consumer.partitions_for_topic(topic)
 
     def _fetch(self, wanted: int, timeout_s: float) -> list[Record]:
         fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
@@ -83,7 +110,9 @@ class KafkaSource(Source):
         """The client's records of one micro-batch (:meth:`consuming.BatchPolicy.fill`): at
         most ``max_batch_size``, waiting at most ``max_wait_ms``; empty when nothing
         arrived in time."""
-        return self.batching.fill(self._fetch)
+        records = self.batching.fill(self._fetch)
+        self._membership = self.consumer.group_metadata()
+        return records
 
     def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns."""
@@ -93,8 +122,7 @@ class KafkaSource(Source):
         """See :meth:`ends.Source.commit`; an asynchronous commit's outcome is logged when the
         reply arrives during a later poll, a synchronous one refused after a rebalance
         (``CommitFailedError``) returns False."""
-        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                   for (topic, partition), offset in next_offsets.items()}
+        offsets = offsets_and_metadata(next_offsets)
         if not offsets:
             return True
         if asynchronous:
@@ -114,6 +142,13 @@ class KafkaSource(Source):
             tp = TopicPartition(topic, partition)
             if tp in assigned:
                 self.consumer.seek(tp, offset)
+
+    def group_metadata(self) -> ConsumerGroupMetadata | None:
+        """See :meth:`ends.Source.group_metadata`: kafka-python's ``ConsumerGroupMetadata``,
+        taken right after the latest poll; None when the consumer subscribes and held no
+        generation then."""
+        membership = self._membership
+        return None if self.subscribes and membership.generation_id < 0 else membership
 
     def connected(self) -> bool:
         """Whether the consumer holds at least one open broker connection right now."""

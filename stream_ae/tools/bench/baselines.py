@@ -75,6 +75,12 @@ def model_per_event(checkpoint: Checkpoint, values: np.ndarray) -> float:
     return len(values) / (time.perf_counter() - started)
 
 
+def _instance(settings: Settings, number: int) -> Settings:
+    """``settings`` for the ``number``-th process of one group: a transactional id of its own."""
+    delivery = settings.delivery.model_copy(update={"transactional_id": f"{settings.consumer.group_id}-{number}"})
+    return settings.model_copy(update={"delivery": delivery})
+
+
 def _scale_out_worker(settings_json: str, checkpoint_path: str, threads: int, reports: Any) -> None:
     """Child process: one detector; every 50 ms put ``(pid, time.time(), events scored)``."""
     from stream_ae.service.config import Settings
@@ -96,7 +102,8 @@ def scale_out(settings: Settings, checkpoint_path: Path, events: int, threads: i
     context = multiprocessing.get_context("spawn")
     reports = context.Queue()
     workers = [context.Process(target=_scale_out_worker, name=f"bench-detector-{n}",
-                               args=(settings.model_dump_json(), str(checkpoint_path), threads, reports))
+                               args=(_instance(settings, n).model_dump_json(), str(checkpoint_path), threads,
+                                     reports))
                for n in range(processes)]
     for worker in workers:
         worker.start()

@@ -38,6 +38,8 @@ class BenchOptions:
             error of the same model (:mod:`stream_ae.tools.bench.score_heads`), on
             confluent-kafka where measured; needs the checkpoint's own training data.
         score_head_events: events each of those detector runs scores.
+        guarantee: the detectors' ``delivery.guarantee`` (``at_least_once`` or
+            ``exactly_once``: one transaction per batch, sources reading ``read_committed``).
     """
 
     events: int = 200_000
@@ -62,6 +64,7 @@ class BenchOptions:
     training_epochs: int = 8
     score_heads: bool = True
     score_head_events: int = 50_000
+    guarantee: str = "at_least_once"
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchOptions:
@@ -94,4 +97,5 @@ def detector_settings(options: BenchOptions, bootstrap: str, topics: BenchTopics
                   "fetch_max_wait_ms": options.fetch_max_wait_ms},
         model={"checkpoint": str(checkpoint_path), "device": options.device},
         metrics={"enabled": False},
+        delivery={"guarantee": options.guarantee},
     )

@@ -144,7 +144,8 @@ def table(summary: dict[str, Any]) -> str:
     lines.append(f"\n{context['machine']}; load average {context['load_average']:.1f} at the end; "
                  f"{context['options']['events']:,} events ({context['options']['payload']}), "
                  f"batches of {context['options']['max_batch_size']}, max_wait_ms "
-                 f"{context['options']['max_wait_ms']}; {context['wall_s']:.0f} s")
+                 f"{context['options']['max_wait_ms']}, {context['options']['guarantee']}; "
+                 f"{context['wall_s']:.0f} s")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ def events_per_second(first_at: float, first_count: int, last_at: float, last_co
 def consume_limit(settings: Settings, events: int, progress: bool) -> float:
     """Events/s of the configured client's source reading ``events`` records and discarding them."""
     source = make_source(settings.kafka.client, settings.kafka.connection(), settings.topics.input,
-                         settings.consumer.options(), lambda keys: None, lambda keys: None)
+                         settings.consumer_options(), lambda keys: None, lambda keys: None)
     seen = 0
     first: tuple[float, int] | None = None
     bar = tqdm(total=events, desc=f"consume limit ({settings.kafka.client})", unit="event",
