@@ -43,7 +43,7 @@ def four_events() -> tuple[Batch, Scores, Verdict]:
                                 [0.0, 0.0, 0.0, 0.0],
                                 [2.0, 8.0, 4.0, 6.0]])
     scores = Scores(score=np.array([0.25, 4.5, 0.0, 5.0], np.float32),
-                    reconstruction_error=np.array([0.1, 1.5, 0.0, 2.0], np.float32), attribution=attribution, top=2)
+                    reconstruction_error=np.array([0.125, 1.5, 0.0, 2.0], np.float32), attribution=attribution, top=2)
     verdict = Verdict(flags=np.array([False, True, False, True]),
                       thresholds=np.array([1.0, 2.0, 1.0, 2.0]),
                       zscores=np.array([0.5, 7.0, -1.0, 8.0]))
@@ -86,7 +86,7 @@ def test_score_records_cover_every_event_with_the_anomaly_flag_and_no_top_featur
     assert [v["key"] for v in values] == [key.decode() for key, _ in records]
     assert [v["event_id"] for v in values] == ["e0", None, "e2", "e3"]
     assert [v["score"] for v in values] == [0.25, 4.5, 0.0, 5.0]
-    assert [v["reconstruction_error"] for v in values] == [0.1, 1.5, 0.0, 2.0]
+    assert [v["reconstruction_error"] for v in values] == [0.125, 1.5, 0.0, 2.0]
     assert [v["zscore"] for v in values] == [0.5, 7.0, -1.0, 8.0]
     assert {v["model"] for v in values} == {"deep"} and {v["detected_at_ms"] for v in values} == {DETECTED_AT_MS}
     alert = orjson.loads(alert_records(batch, scores, verdict, NAMES, DETECTED_AT_MS, MODEL)[0][1])
