@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_checkpoint(checkpoint, args.output)
     training = checkpoint.training
     print(f"wrote {args.output}: {checkpoint.describe()}; {training['epochs_run']} epochs in "
-          f"{training['wall_time_s']:.1f} s; validation error mean {checkpoint.error_mean:.4g}, "
+          f"{training['wall_time_s']:.1f} s; validation score mean {checkpoint.error_mean:.4g}, "
           f"std {checkpoint.error_std:.4g}")
     return 0
 

@@ -39,6 +39,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from stream_ae.model.datasets import DatasetError, LabelledDataset, load_dataset, split_normal_rows
+from stream_ae.model.device import resolve_device
 from stream_ae.model.training import TrainingOptions, train_autoencoder, without_memory_bank
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 from stream_ae.tools.evaluate import detection_metrics, score_events
@@ -219,7 +220,8 @@ def compare(paths: Iterable[Path | str], label_column: str | None = None, max_ro
         "datasets_compared": len(results),
         "settings": {"max_rows": max_rows, "seed": options.seed, "model": options.model, "score": options.score,
                      "epochs": options.epochs, "false_alarm_rate": false_alarm_rate,
-                     "k": k if false_alarm_rate is None else None, "device": options.device},
+                     "k": k if false_alarm_rate is None else None,
+                     "device": str(resolve_device(options.device))},
     }
 
 
