@@ -11,10 +11,13 @@ whichever client sent it. A backend is imported only when chosen.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
+from kafka.errors import KafkaError
+
 from stream_ae.kafka.ends import Sink, Source
-from stream_ae.kafka.options import Connection, ConsumerOptions
+from stream_ae.kafka.options import Connection, ConsumerOptions, ProducerTuning
 from stream_ae.kafka.records import PartitionKey
 
 CONFLUENT = "confluent-kafka"
@@ -46,13 +49,15 @@ def make_source(client: str, connection: Connection, topics: list[str], consumer
     return KafkaSource(connection, topics, consumer, on_assigned, on_revoked)
 
 
-def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -> Sink:
+def make_sink(client: str, connection: Connection, topics: Sequence[str] = (),
+              max_request_bytes: int = ProducerTuning.max_request_bytes) -> Sink:
     """The producing end (acks=all, idempotent) of ``client``.
 
     Args:
         client: ``kafka-python`` or ``confluent-kafka``.
         connection: how to reach the cluster.
         topics: every topic the sink writes to (kafka-python keeps their metadata from the start).
+        max_request_bytes: the largest record the sink sends (bytes); larger ones are refused.
 
     Raises:
         ImportError: ``confluent-kafka`` chosen but not installed.
@@ -60,7 +65,15 @@ def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -
     if client == CONFLUENT:
         from stream_ae.kafka.confluent.sink import ConfluentSink
 
-        return ConfluentSink(connection, topics=topics)
+        return ConfluentSink(connection, topics=topics, max_request_bytes=max_request_bytes)
     from stream_ae.kafka.kafka_python.sink import KafkaSink
 
-    return KafkaSink(connection, topics=topics)
+    return KafkaSink(connection, topics=topics, max_request_bytes=max_request_bytes)
+
+
+def client_errors() -> tuple[type[Exception], ...]:
+    """The exception types the client libraries raise when the cluster cannot be reached or
+    refuses a request: kafka-python's ``KafkaError``, and confluent-kafka's
+    ``KafkaException`` once that backend is loaded (it is never imported just for this)."""
+    confluent = sys.modules.get("confluent_kafka")
+    return (KafkaError,) if confluent is None else (KafkaError, confluent.KafkaException)

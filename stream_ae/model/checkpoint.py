@@ -41,8 +41,10 @@ class Checkpoint:
         validation_errors: float32 ``(validation rows,)``, those errors themselves; the
             adaptive threshold is seeded from them
             (``stream_ae.pipeline.threshold.adaptive.seed_statistics``).
-        training: provenance: seed, dataset name and sha256, split indices, epochs run,
-            wall time (seconds), per-epoch train/validation loss.
+        training: provenance: seed, dataset name, split indices, epochs run, wall time
+            (seconds), per-epoch train/validation loss.
+        dataset_sha256: sha256 of the dataset file it was trained on (``LabelledDataset.sha256``;
+            empty when unknown), so that evaluation and replay know that file again.
         sha256: digest of the file it was loaded from (empty before saving).
     """
 
@@ -57,6 +59,7 @@ class Checkpoint:
     error_std: float
     validation_errors: np.ndarray
     training: dict[str, Any] = field(default_factory=dict)
+    dataset_sha256: str = ""
     sha256: str = ""
 
     @property
@@ -115,6 +118,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path | str) -> str:
         "error_std": float(checkpoint.error_std),
         "validation_errors": torch.as_tensor(checkpoint.validation_errors, dtype=torch.float32),
         "training": _as_plain(checkpoint.training),
+        "dataset_sha256": checkpoint.dataset_sha256,
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, temporary)
@@ -143,11 +147,12 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a bad file
-        raise CheckpointError(f"{path} is not a stream-ae checkpoint: {exc}") from exc
+    except Exception as exc:  # torch raises several unrelated types for a bad file; its advice is not ours
+        raise CheckpointError(f"{path} is not a stream-ae checkpoint: not a file `stream-ae train` wrote, "
+                              "or one holding more than tensors and plain values (never loaded)") from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a stream-ae checkpoint of format version {FORMAT_VERSION}")
     return Checkpoint(
@@ -162,5 +167,6 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         error_std=float(payload["error_std"]),
         validation_errors=payload["validation_errors"].numpy(),
         training=_as_numpy(payload["training"]),
+        dataset_sha256=payload.get("dataset_sha256") or payload["training"].get("dataset_sha256", ""),  # older files
         sha256=hashlib.sha256(raw).hexdigest(),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,7 @@ from tqdm.auto import tqdm
 from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
-from stream_ae.model.device import resolve_device
+from stream_ae.model.device import DEVICE_PATTERN, resolve_device
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,22 @@ class TrainingOptions:
     seed: int = 42
     device: str = "auto"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse hyper-parameters no fit can run with.
+
+        Raises:
+            ValueError: ``epochs``, ``batch_size`` or ``patience`` below 1, a learning rate
+                that is not a positive number, or a device name other than ``auto``,
+                ``cpu``, ``cuda`` or ``cuda:N``.
+        """
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be a positive number, not {self.learning_rate}")
+        if not re.match(DEVICE_PATTERN, self.device):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda or cuda:N")
 
 
 def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
@@ -125,9 +143,9 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         error_mean=float(errors.mean()),
         error_std=float(errors.std()),
         validation_errors=errors.astype(np.float32),
+        dataset_sha256=dataset.sha256,
         training={
             "dataset": dataset.name,
-            "dataset_sha256": dataset.sha256,
             "seed": options.seed,
             "split": {"train": split.train, "validation": split.validation, "test": split.test},
             "epochs_run": len(history["train_loss"]),
