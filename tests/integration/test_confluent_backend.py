@@ -109,3 +109,28 @@ def test_both_sinks_put_a_key_on_the_same_partition_and_time_its_acknowledgement
     assert len(placed) == len(keys) + 1
     assert all(len(partitions) == 1 for partitions in placed.values()), "one partition per key, both clients"
     assert len(set().union(*placed.values())) > 1, "keys spread over the partitions"
+
+
+def test_both_sinks_refuse_a_record_over_their_limit_for_good_and_deliver_the_rest(broker, topic_names):
+    from stream_ae.kafka.ends import DeliveryError
+    from stream_ae.kafka.kafka_python.sink import KafkaSink
+    from stream_ae.kafka.options import Connection
+
+    connection = Connection(broker.bootstrap_servers)
+    topic = topic_names("scores")
+    ensure_topics(connection, {topic: 1})
+    for sink in (KafkaSink(connection, max_request_bytes=4096), ConfluentSink(connection, max_request_bytes=4096)):
+        producer = sink.producer
+        sink.send(topic, b"small-1", b"x")
+        sink.send(topic, b"large", b"x" * 8192)
+        sink.send(topic, b"small-2", b"y")
+        with pytest.raises(DeliveryError) as failed:
+            sink.seal().wait()
+        assert failed.value.permanent and failed.value.transient == 0
+        assert [(item.topic, item.reason) for item in failed.value.refusals] == [(topic, "record_too_large")]
+        assert sink.producer is producer, "a refusal alone does not replace the producer"
+        sink.send(topic, b"after", b"z")
+        assert sink.seal().wait() == 1
+        sink.close()
+    values = sorted(record.value for record in read_topic(connection, topic, 6))
+    assert values == [b"x", b"x", b"y", b"y", b"z", b"z"], "both sinks: the small records, never the large one"
