@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     parser = argparse.ArgumentParser(prog="stream-ae", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Help)
     parser.add_argument("--log-level", default="INFO", choices=levels,
-                        help="log detail on stderr; DEBUG adds the Kafka clients' logs and the traceback of a failure")
+                        help="log detail on stderr; DEBUG adds the traceback of a failure and the Kafka client's "
+                        "connection warnings")
     common = argparse.ArgumentParser(add_help=False)  # --log-level after the sub-command as well
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels,
                         help="as before the sub-command (default: INFO)")
@@ -361,12 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
-    """Log records at ``level`` to stderr. The Kafka clients log only their warnings (their
-    connection chatter only at DEBUG): the daemon reports the broker's state itself."""
+    """Log records at ``level`` to stderr. kafka-python logs only its warnings (its debug
+    records may quote the client's configuration), and its connection warnings only at
+    DEBUG: the daemon reports whether the cluster answers itself, in one line."""
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    debug = level == "DEBUG"
-    logging.getLogger("kafka").setLevel(logging.DEBUG if debug else max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("kafka.net").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("kafka.net").setLevel(logging.NOTSET if level == "DEBUG" else logging.CRITICAL)
 
 
 def _one_line(exc: BaseException) -> str:
