@@ -25,6 +25,7 @@ import numpy as np
 from stream_ae.kafka.backends import client_errors
 from stream_ae.kafka.ends import DeliveryError
 from stream_ae.kafka.local_broker import BrokerError
+from stream_ae.kafka.options import Connection
 from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -243,6 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
              "bootstrap_servers": args.bootstrap_servers, "progress": not args.json}
     given = {name: value for name, value in given.items() if value is not None}  # unset: the defaults
     options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    if args.bootstrap_servers:
+        probe_cluster(Connection(args.bootstrap_servers))  # fail in seconds, before any training
     summary = run_bench(options)
     print(markdown(summary) if args.markdown else table(summary))
     if args.save:

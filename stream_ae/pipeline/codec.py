@@ -286,8 +286,8 @@ class EventDecoder:
             out[:] = binary
         else:
             out, accepted, ids, failed = self._decode_each(consumed.values)
-        inside = ((out >= self._low) & (out <= self._high)).all(axis=1)  # False for NaN and ±inf too
-        if not inside.all():
+        if not ((out >= self._low).all() and (out <= self._high).all()):  # False for NaN and ±inf too
+            inside = ((out >= self._low) & (out <= self._high)).all(axis=1)
             if accepted is None:
                 accepted, ids = list(range(len(out))), [None] * len(out)
             for slot in np.flatnonzero(~inside):
