@@ -109,7 +109,8 @@ class ProducerTuning:
         idempotent: a retried send does not duplicate a record on the broker.
         linger_ms: how long a record waits for others to share its request (milliseconds).
         batch_bytes: bytes per partition batch, at most.
-        max_request_bytes: bytes per produce request, at most (a record's bound too).
+        max_request_bytes: bytes per produce request, at most (a record's bound too): the
+            sinks' default, which the daemon takes from ``kafka.max_request_bytes``.
     """
 
     acks: Final = "all"
