@@ -1,20 +1,36 @@
-"""``stream-ae``: the command line. Each sub-command parses its flags and calls one module."""
+"""``stream-ae``: the command line. Each sub-command parses its flags and calls one module.
+
+Every failure ends in one line on stderr, ``stream-ae CMD: error: ...``, and the exit
+status says its kind (:func:`main`); the traceback is logged only at ``--log-level DEBUG``.
+Flags are checked by the parser (:func:`at_least`, :func:`device_name`,
+:func:`writable_path`), so that an impossible value fails before any work.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import re
 import signal
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stream_ae.kafka.backends import client_errors
+from stream_ae.kafka.ends import DeliveryError
+from stream_ae.kafka.local_broker import BrokerError
+from stream_ae.kafka.options import Connection
+from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import load_dataset
+from stream_ae.model.device import DEVICE_PATTERN
 from stream_ae.model.memory_bank import BankOptions
 from stream_ae.model.training import SCORES, TrainingOptions
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
@@ -22,24 +38,105 @@ from stream_ae.service.config import load_settings
 
 log = logging.getLogger("stream_ae")
 
+EXIT_FAULT = 1  # a runtime fault: the broker, a port, the disk
+EXIT_USAGE = 2  # a usage or input error: a flag, a setting, a file's contents
+DESCRIPTION = """Streaming anomaly detection for Kafka: train an autoencoder on normal events, run the
+detector daemon, replay datasets into a topic, evaluate, benchmark, or try it all with demo.
+Settings: command-line flags win over STREAM_AE_<SECTION>__<FIELD> environment variables,
+which win over the --config file, which wins over the defaults."""
+EPILOG = ("exit status: 0 done, 1 a runtime fault (broker, port, disk), 2 a usage or input error; "
+          "'stream-ae CMD --help' describes each command")
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that shows every flag's default (unless it has none, or the text shows it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "%(default)" in text or "default:" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def at_least(low: float, kind: Callable[[str], Any] = int, above: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)``, refused below ``low`` (at or below, with ``above``)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value != value or value < low or (above and value == low):  # NaN too
+            raise argparse.ArgumentTypeError(f"{text} is too small: it must be {'above' if above else 'at least'} "
+                                             f"{low:g}")
+        return value
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type``: a device the model can run on (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+    if not re.match(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda or cuda:N")
+    return text
+
+
+def rate_in_open_interval(text: str) -> float:
+    """An argparse ``type``: a false-alarm rate, a number strictly between 0 and 0.5."""
+    value = at_least(0.0, float, above=True)(text)
+    if not value < 0.5:
+        raise argparse.ArgumentTypeError(f"{text} is too large: a false-alarm rate must be below 0.5")
+    return float(value)
+
+
+def writable_path(path: Path, folder: bool = False) -> Path:
+    """``path`` once it is known that a file (with ``folder``: a folder) can be written there.
+
+    Raises:
+        ValueError: the path is of the other kind, a parent is a file, or its nearest
+            existing folder does not let us create files.
+    """
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{path} is a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write {path}: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {existing} is not writable ({exc.strerror})") from None
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise ValueError(f"cannot write {path}: the file is read-only")
+    return path
+
+
+def _output_file(text: str) -> Path:
+    try:
+        return writable_path(Path(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingOptions()
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODEL_BUILDERS),
-                        help="autoencoder to train (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="autoencoder to train")
+    parser.add_argument("--epochs", type=at_least(1), default=defaults.epochs,
+                        help="most passes over the training rows (early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=at_least(1), default=defaults.batch_size,
+                        help="rows per optimiser step")
+    parser.add_argument("--learning-rate", type=at_least(0.0, float, above=True), default=defaults.learning_rate,
+                        help="Adam's step size")
+    parser.add_argument("--patience", type=at_least(1), default=defaults.patience,
                         help="epochs without validation improvement before stopping")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the split, the weights and the order")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--score", default=defaults.score, choices=SCORES,
                         help="memory-bank: distance to the nearest normal training rows in the autoencoder's "
-                             "view; reconstruction: the reconstruction error alone (default: %(default)s)")
-    parser.add_argument("--bank-rows", type=int, default=defaults.bank.max_rows,
+                             "view; reconstruction: the reconstruction error alone")
+    parser.add_argument("--bank-rows", type=at_least(1), default=defaults.bank.max_rows,
                         help="most training rows kept in the memory bank; its scoring cost per event grows "
-                             "with it (default: %(default)s)")
+                             "with it")
 
 
 def _training_options(args: argparse.Namespace, progress: bool = True) -> TrainingOptions:
@@ -50,10 +147,10 @@ def _training_options(args: argparse.Namespace, progress: bool = True) -> Traini
 
 
 def _add_threshold_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--false-alarm-rate", type=float, default=DEFAULT_FALSE_ALARM_RATE,
+    parser.add_argument("--false-alarm-rate", type=rate_in_open_interval, default=DEFAULT_FALSE_ALARM_RATE,
                         help="the daemon's threshold.false_alarm_rate: k is calibrated so that the starting "
-                             "threshold flags this share of normal events (default: %(default)s)")
-    parser.add_argument("--k", type=float, default=None,
+                             "threshold flags this share of normal events")
+    parser.add_argument("--k", type=at_least(0.0, float, above=True), default=None,
                         help="use mean + k·std with this k instead of a calibrated one (threshold.k)")
 
 
@@ -76,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``stream-ae train``: fit on a dataset's normal rows and write the checkpoint."""
     from stream_ae.model.training import train_autoencoder
 
-    dataset = load_dataset(args.data, args.label_column)
+    dataset = load_dataset(args.data, args.label_column, args.unlabelled, args.ignore_non_numeric)
     checkpoint = train_autoencoder(dataset, _training_options(args))
     save_checkpoint(checkpoint, args.output)
     training = checkpoint.training
@@ -90,8 +187,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``stream-ae evaluate``: metrics, report and plots of a checkpoint on a labelled dataset."""
     from stream_ae.tools.evaluate import evaluate, headline
 
-    report_dir = args.report or args.model.with_name(f"{args.model.stem}-evaluation")
-    report = evaluate(args.model, args.data, report_dir, args.label_column, args.device, **_threshold(args))
+    report_dir = writable_path(args.report or args.model.with_name(f"{args.model.stem}-evaluation"), folder=True)
+    report = evaluate(args.model, args.data, report_dir, args.label_column, args.device, args.ignore_non_numeric,
+                      **_threshold(args))
     summary = headline(report["metrics"])
     rows = "held-out" if report["held_out_rows"] else "all"
     target = summary["target_false_alarm_rate"]
@@ -145,19 +243,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream_ae.tools.replay import replay
 
     settings = load_settings(args.config, **_overrides(args))
-    dataset = load_dataset(args.data, args.label_column)
+    connection = settings.kafka.connection()
+    probe_cluster(connection)  # fail in seconds, before reading the data
+    dataset = load_dataset(args.data, args.label_column, args.unlabelled, args.ignore_non_numeric)
     if args.held_out_of:
         checkpoint = load_checkpoint(args.held_out_of)
-        if checkpoint.training.get("dataset_sha256") != dataset.sha256:
+        if checkpoint.dataset_sha256 != dataset.sha256:
             raise CheckpointError(f"{args.held_out_of} was not trained on {args.data}")
         rows = np.asarray(checkpoint.training["split"]["test"])
     else:
         rows = np.arange(len(dataset.values))
     if args.shuffle:
         rows = np.random.default_rng(args.seed).permutation(rows)
-    if args.limit:
+    if args.limit is not None:
         rows = rows[:args.limit]
-    connection = settings.kafka.connection()
     ensure_topics(connection, {args.topic: args.partitions})
     report = replay(dataset, rows, connection, args.topic, args.rate, payload_format=args.format)
     print(f"replayed {report.events:,} events into {args.topic} in {report.seconds:.1f} s "
@@ -194,6 +293,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
              "guarantee": args.guarantee}
     given = {name: value for name, value in given.items() if value is not None}  # unset: the defaults
     options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    if args.bootstrap_servers:
+        probe_cluster(Connection(args.bootstrap_servers))  # fail in seconds, before any training
     summary = run_bench(options)
     print(markdown(summary) if args.markdown else table(summary))
     if args.save:
@@ -203,82 +304,113 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_flags(parser: argparse.ArgumentParser, help_text: str, unlabelled: bool = True) -> None:
+    parser.add_argument("--data", type=Path, required=True, help=help_text)
+    parser.add_argument("--label-column", metavar="NAME",
+                        help="label column of a generic table (non-zero = anomaly); the card and ECG5000 "
+                        "layouts name their own")
+    if unlabelled:
+        parser.add_argument("--unlabelled", action="store_true",
+                            help="the file has no label column and every row is normal (else refused)")
+    parser.add_argument("--ignore-non-numeric", action="store_true",
+                        help="leave out a generic table's non-numeric columns (else the file is refused)")
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--config", type=Path, metavar="YAML", help=f"settings file ({what}; default: none)")
+    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT,...",
+                        help="the Kafka cluster: sets kafka.bootstrap_servers over the environment and the file "
+                        "(default: 127.0.0.1:9092)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="stream-ae", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    commands = parser.add_subparsers(dest="command", required=True)
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    parser = argparse.ArgumentParser(prog="stream-ae", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Help)
+    parser.add_argument("--log-level", default="INFO", choices=levels,
+                        help="log detail on stderr; DEBUG adds the traceback of a failure and the Kafka client's "
+                        "connection warnings")
+    common = argparse.ArgumentParser(add_help=False)  # --log-level after the sub-command as well
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels,
+                        help="as before the sub-command (default: INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="fit an autoencoder on the normal rows of a dataset")
-    train.add_argument("--data", type=Path, required=True, help="CSV, parquet or npz dataset")
-    train.add_argument("--label-column", help="label column of a generic table")
-    train.add_argument("--output", type=Path, default=Path("model.pt"), help="checkpoint to write")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                                   parents=[common], formatter_class=_Help)
+
+    train = command("train", "fit an autoencoder on the normal rows of a dataset")
+    _add_data_flags(train, "CSV, parquet or npz dataset")
+    train.add_argument("--output", type=_output_file, default="model.pt", metavar="CKPT",
+                       help="checkpoint to write (checked writable before training)")
     _add_training_flags(train)
     train.set_defaults(handler=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="score a labelled dataset: metrics, report and plots")
+    evaluate = command("evaluate", "score a labelled dataset: metrics, report and plots")
     evaluate.add_argument("--model", type=Path, required=True, metavar="CKPT", help="checkpoint to evaluate")
-    evaluate.add_argument("--data", type=Path, required=True,
-                          help="labelled dataset; the checkpoint's own training file is scored on its held-out rows")
-    evaluate.add_argument("--label-column", help="label column of a generic table")
+    _add_data_flags(evaluate, "labelled dataset; the checkpoint's own training file is scored on its held-out rows",
+                    unlabelled=False)
     evaluate.add_argument("--report", type=Path, metavar="DIR",
                           help="folder for report.json, report.md and the plots (default: CKPT's stem + -evaluation)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     _add_threshold_flags(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    compare = commands.add_parser(
-        "compare", help="the default detector beside kNN and IsolationForest on labelled datasets, one table")
+    compare = command("compare", "the default detector beside kNN and IsolationForest on labelled datasets, "
+                      "one table")
     compare.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                          help="dataset files, or folders (every .csv, .csv.gz, .parquet, .npz directly in them)")
-    compare.add_argument("--label-column", help="label column of generic tables")
-    compare.add_argument("--max-rows", type=int, default=40_000,
-                         help="larger tables are subsampled, seeded, anomalies kept up to 10%% (default: %(default)s)")
+    compare.add_argument("--label-column", metavar="NAME",
+                         help="label column of generic tables (non-zero = anomaly); the card and ECG5000 layouts "
+                         "name their own")
+    compare.add_argument("--max-rows", type=at_least(2), default=40_000,
+                         help="larger tables are subsampled, seeded, anomalies kept up to 10%%")
     compare.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     _add_training_flags(compare)
     _add_threshold_flags(compare)
     compare.set_defaults(handler=cmd_compare)
 
-    run = commands.add_parser("run", help="run the detector daemon")
-    run.add_argument("--config", type=Path, help="YAML settings file")
-    run.add_argument("--checkpoint", type=Path, help="overrides model.checkpoint")
-    run.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
+    run = command("run", "run the detector daemon")
+    _add_cluster_flags(run, "every section")
+    run.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                     help="checkpoint to serve: sets model.checkpoint over the environment and the file "
+                     "(default: model.pt)")
     run.set_defaults(handler=cmd_run)
 
-    replay = commands.add_parser("replay", help="produce a dataset's rows into a topic as events")
-    replay.add_argument("--data", type=Path, required=True)
-    replay.add_argument("--label-column")
-    replay.add_argument("--topic", default="events")
-    replay.add_argument("--partitions", type=int, default=3, help="partitions if the topic is created")
-    replay.add_argument("--config", type=Path, help="YAML settings file (for the kafka section)")
-    replay.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
-    replay.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
-    replay.add_argument("--held-out-of", type=Path, metavar="CHECKPOINT",
-                        help="replay only the rows this checkpoint held out of training")
-    replay.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded)")
-    replay.add_argument("--seed", type=int, default=42)
-    replay.add_argument("--limit", type=int, help="send at most this many events")
+    replay = command("replay", "produce a dataset's rows into a topic as events")
+    _add_data_flags(replay, "CSV, parquet or npz dataset")
+    replay.add_argument("--topic", default="events", help="topic to produce to")
+    replay.add_argument("--partitions", type=at_least(1), default=3, help="partitions if the topic is created")
+    _add_cluster_flags(replay, "its kafka section")
+    replay.add_argument("--rate", type=at_least(0.0, float, above=True),
+                        help="events per second (default: as fast as possible)")
+    replay.add_argument("--held-out-of", type=Path, metavar="CKPT",
+                        help="replay only the rows this checkpoint held out of training (default: every row)")
+    replay.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded by --seed)")
+    replay.add_argument("--seed", type=int, default=42, help="seed of --shuffle")
+    replay.add_argument("--limit", type=at_least(1), help="send at most this many events (default: all)")
     replay.add_argument("--format", choices=["json", "binary"], default="json",
-                        help="payload: JSON objects, or the compact float32 binary layout (default: %(default)s)")
+                        help="payload: JSON objects, or the compact float32 binary layout")
     replay.set_defaults(handler=cmd_replay)
 
-    bench = commands.add_parser("bench", help="throughput and latency figures, all in one run")
+    bench = command("bench", "throughput and latency figures, all in one run")
     bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, figures not meaningful")
-    bench.add_argument("--events", type=int, help="records in the topic (default: 200,000; --quick 3,000)")
-    bench.add_argument("--rounds", type=int, help="detector runs, each between two consume-limit runs "
+    bench.add_argument("--events", type=at_least(1), help="records in the topic (default: 200,000; --quick 3,000)")
+    bench.add_argument("--rounds", type=at_least(1), help="detector runs, each between two consume-limit runs "
                        "(default: 5; --quick 1)")
     bench.add_argument("--format", choices=["json", "binary"], help="payload of the records (default: json)")
-    bench.add_argument("--batch-size", type=int, help="consumer.max_batch_size (default: 4096)")
-    bench.add_argument("--max-wait-ms", type=int, help="consumer.max_wait_ms (default: 50)")
-    bench.add_argument("--latency-seconds", type=float, help="paced-producer time per load level (default: 8)")
+    bench.add_argument("--batch-size", type=at_least(1), help="consumer.max_batch_size (default: 4096)")
+    bench.add_argument("--max-wait-ms", type=at_least(0), help="consumer.max_wait_ms (default: 50)")
+    bench.add_argument("--latency-seconds", type=at_least(0.0, float, above=True),
+                       help="paced-producer time per load level (default: 8)")
     bench.add_argument("--clients", nargs="+", choices=["kafka-python", "confluent-kafka"],
                        help="clients to measure (default: both; confluent-kafka only where installed)")
     bench.add_argument("--no-scale-out", action="store_true", help="skip the two-process measurement")
     bench.add_argument("--no-compile", action="store_true", help="skip torch.compile in the accuracy check")
-    bench.add_argument("--torch-threads", type=int, help="torch intra-op threads per detector (default: 1)")
+    bench.add_argument("--torch-threads", type=at_least(1), help="torch intra-op threads per detector (default: 1)")
     bench.add_argument("--data", type=Path, help="labelled dataset (default: synthetic transactions)")
     bench.add_argument("--checkpoint", type=Path, help="a model trained on --data (default: train briefly)")
-    bench.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    bench.add_argument("--device", type=device_name, help="auto, cpu, cuda or cuda:N (default: auto)")
     bench.add_argument("--bootstrap-servers", help="an existing cluster (default: start the local broker)")
     bench.add_argument("--guarantee", choices=["at_least_once", "exactly_once"],
                        help="the detectors' delivery.guarantee (default: at_least_once; exactly_once "
@@ -288,28 +420,55 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     bench.set_defaults(handler=cmd_bench)
 
-    demo = commands.add_parser("demo", help="the whole product on this machine, end to end")
+    demo = command("demo", "the whole product on this machine, end to end")
     demo.add_argument("--data", type=Path, help="labelled dataset (default: synthetic transactions)")
-    demo.add_argument("--label-column")
-    demo.add_argument("--rate", type=float, default=2000.0,
-                      help="replay rate, events/s; 0 for as fast as possible (default: %(default)s)")
+    demo.add_argument("--label-column", metavar="NAME", help="label column of a generic table (non-zero = anomaly)")
+    demo.add_argument("--rate", type=at_least(0.0, float), default=2000.0,
+                      help="replay rate, events/s; 0 for as fast as possible")
     demo.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     _add_training_flags(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``stream-ae`` command. Returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str) -> None:
+    """Log records at ``level`` to stderr. kafka-python logs only its warnings (its debug
+    records may quote the client's configuration), and its connection warnings only at
+    DEBUG: the daemon reports whether the cluster answers itself, in one line."""
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("kafka.net").setLevel(logging.NOTSET if level == "DEBUG" else logging.CRITICAL)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (lines joined with ``; ``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stream-ae`` command. Returns the process exit code.
+
+    Every failure ends in one line ``stream-ae CMD: error: ...`` on stderr: exit 2
+    (:data:`EXIT_USAGE`) for a usage or input error (a flag, a setting, a dataset or
+    checkpoint file: the ``ValueError`` family), 1 (:data:`EXIT_FAULT`) for a runtime fault
+    (the broker, a port, the disk); 130 after Ctrl-C. The traceback is logged at
+    ``--log-level DEBUG`` only.
+    """
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
     try:
         return args.handler(args)
-    except ValueError as exc:  # ConfigError, DatasetError, CheckpointError among them
-        print(f"stream-ae {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"stream-ae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        log.debug("stream-ae %s failed", args.command, exc_info=True)
+        expected: tuple[type[Exception], ...] = (ValueError, OSError, DeliveryError, BrokerError, *client_errors())
+        message = _one_line(exc) if isinstance(exc, expected) else (
+            f"{type(exc).__name__}: {_one_line(exc)} (--log-level DEBUG shows where)")
+        print(f"stream-ae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAULT
 
 
 if __name__ == "__main__":

@@ -39,7 +39,15 @@ import torch
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source, TransactionalSink
+from stream_ae.kafka.ends import (
+    BrokerUnreachableError,
+    Delivery,
+    DeliveryError,
+    Refusal,
+    Sink,
+    Source,
+    TransactionalSink,
+)
 from stream_ae.kafka.kafka_python.sink import KafkaSink
 from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.options import Connection
@@ -110,13 +118,16 @@ class ScriptedSource(Source):
 
 
 class ScriptedSink(Sink):
-    """Seals numbered batches; the deliveries numbered in ``refused`` fail when waited on;
-    every delivery says it was acknowledged at ``acknowledged_at_s``."""
+    """Seals numbered batches; the deliveries numbered in ``refused`` fail when waited on
+    (each of their records refused for good with ``refused_for_good``, when given; else
+    failures that may pass); every delivery says it was acknowledged at ``acknowledged_at_s``."""
 
-    def __init__(self, refused: set[int], answered_at_once: bool, acknowledged_at_s: float = 0.0) -> None:
+    def __init__(self, refused: set[int], answered_at_once: bool, acknowledged_at_s: float = 0.0,
+                 refused_for_good: str | None = None) -> None:
         self.refused = refused
         self.answered_at_once = answered_at_once
         self.acknowledged_at_s = acknowledged_at_s
+        self.refused_for_good = refused_for_good
         self.open: list[tuple[str, bytes | None]] = []
         self.sealed: list[list[tuple[str, bytes | None]]] = []
         self.acknowledged: list[tuple[str, bytes | None]] = []
@@ -136,6 +147,9 @@ class ScriptedSink(Sink):
                 return sink.answered_at_once
 
             def wait(self) -> int:
+                if number in sink.refused and sink.refused_for_good:
+                    refusals = [Refusal(topic, sink.refused_for_good, "scripted") for topic, _ in records]
+                    raise DeliveryError(f"batch {number} refused for good", refusals, transient=0)
                 if number in sink.refused:
                     raise DeliveryError(f"batch {number} refused")
                 sink.acknowledged.extend(records)
@@ -459,18 +473,22 @@ class DaemonProcess:
 
 
 class SavedStates:
-    """A threshold-state store holding the given states per partition; records every read.
+    """A threshold-state store holding the given states per partition; records every read;
+    the first ``unreachable_reads`` reads fail as a lost broker does.
 
     Stands for :class:`stream_ae.kafka.state_store.ThresholdStateStore` (the pipeline's
     :class:`stream_ae.pipeline.ownership.SavedThresholds`).
     """
 
-    def __init__(self, states: dict[PartitionKey, dict[str, float | int | str]]) -> None:
+    def __init__(self, states: dict[PartitionKey, dict[str, float | int | str]], unreachable_reads: int = 0) -> None:
         self.states = states
+        self.unreachable_reads = unreachable_reads
         self.reads: list[list[PartitionKey]] = []
 
     def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int | str]]:
         self.reads.append(list(partitions))
+        if len(self.reads) <= self.unreachable_reads:
+            raise BrokerUnreachableError("scripted: the broker is gone")
         return {key: self.states[key] for key in partitions if key in self.states}
 
     def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:

@@ -4,9 +4,15 @@ only) and the headers of a dead-lettered record."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import orjson
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from stream_ae.pipeline.alerts import (
     DETAIL_HEADER,
@@ -15,10 +21,12 @@ from stream_ae.pipeline.alerts import (
     ModelIdentity,
     alert_records,
     dead_letter_headers,
+    dead_letter_record,
     record_key,
+    request_bytes,
     score_records,
 )
-from stream_ae.pipeline.codec import Batch, Rejected
+from stream_ae.pipeline.codec import FLOAT32_MAX, Batch, Rejected
 from stream_ae.pipeline.scoring.base import Scores
 from stream_ae.pipeline.threshold.base import Verdict
 from tests.helpers import FakeRecord
@@ -117,3 +125,91 @@ def test_dead_letter_detail_that_is_not_valid_unicode_is_replaced_not_raised():
     record = FakeRecord(b"x", offset=1)
     headers = dict(dead_letter_headers(Rejected(record, "not_utf8", "bad \udcff byte")))
     assert headers[DETAIL_HEADER] == b"bad ? byte"
+
+
+# -- the JSON schema of alerts and score records: never a null or non-finite number --------------
+
+COMMON_FIELDS = {"key": str, "topic": str, "partition": int, "offset": int, "event_id": (str, type(None)),
+                 "event_timestamp_ms": int, "detected_at_ms": int, "reconstruction_error": float,
+                 "threshold": float, "zscore": float, "model": str, "checkpoint_sha256": str}
+ALERT_FIELDS = {**COMMON_FIELDS, "top_features": list}
+SCORE_FIELDS = {**COMMON_FIELDS, "anomaly": bool}
+any_float32 = st.floats(width=32)  # NaN, ±Infinity and the largest finite values among them
+any_float = st.floats()
+
+
+def strict_json(value: bytes) -> dict:
+    """Parse as JSON that has no NaN or Infinity tokens (RFC 8259)."""
+    def refuse(token: str) -> float:
+        raise AssertionError(f"non-standard JSON number {token}")
+    return json.loads(value, parse_constant=refuse)
+
+
+def assert_schema(record: dict, fields: dict) -> None:
+    assert set(record) == set(fields)
+    for name, kind in fields.items():
+        value = record[name]
+        assert isinstance(value, kind), (name, value)
+        if kind is float:
+            assert math.isfinite(value), (name, value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), events=st.integers(1, 6), top=st.integers(1, 4))
+def test_alerts_and_score_records_carry_finite_numbers_whatever_the_scores(data, events, top):
+    errors = data.draw(hnp.arrays(np.float32, events, elements=any_float32))
+    attribution = data.draw(hnp.arrays(np.float32, (events, 4), elements=any_float32))
+    thresholds = data.draw(hnp.arrays(np.float64, events, elements=any_float))
+    zscores = data.draw(hnp.arrays(np.float64, events, elements=any_float))
+    flags = data.draw(hnp.arrays(bool, events))
+    batch = Batch(np.zeros((events, 4), np.float32), [f"e{n}" if n % 2 else None for n in range(events)],
+                  [("events", 0), ("events", 1)], np.arange(events, dtype=np.int32) % 2,
+                  np.arange(events, dtype=np.int64) + 100, np.full(events, 1_000, np.int64))
+    scores = Scores(errors=errors, attribution=torch.from_numpy(attribution), top=top)
+    verdict = Verdict(flags=flags, thresholds=thresholds, zscores=zscores)
+
+    alerts = [strict_json(value) for _, value in alert_records(batch, scores, verdict, NAMES, DETECTED_AT_MS, MODEL)]
+    assert len(alerts) == int(flags.sum())
+    for alert in alerts:
+        assert_schema(alert, ALERT_FIELDS)
+        assert len(alert["top_features"]) == top
+        for feature in alert["top_features"]:
+            assert set(feature) == {"name", "error"} and feature["name"] in NAMES
+            assert isinstance(feature["error"], float) and math.isfinite(feature["error"])
+    records = [strict_json(value) for _, value in score_records(batch, scores, verdict, DETECTED_AT_MS, MODEL)]
+    assert len(records) == events
+    for record, error in zip(records, errors.tolist()):
+        assert_schema(record, SCORE_FIELDS)
+        if math.isfinite(error):
+            assert record["reconstruction_error"] == error, "a finite score is written as it is"
+        else:
+            assert abs(record["reconstruction_error"]) == FLOAT32_MAX
+
+
+# -- dead letters that do not fit in a produce request ---------------------------------------------
+
+def test_a_dead_letter_that_fits_is_the_record_whole():
+    record = FakeRecord(b"x" * 900, topic="events", partition=1, offset=4, key=b"k", headers=[("h", b"v")])
+    rejected = Rejected(record, "invalid_json", "unexpected character")
+    key, value, headers = dead_letter_record(rejected, max_request_bytes=2048)
+    assert (key, value, headers) == (b"k", record.value, dead_letter_headers(rejected))
+    assert request_bytes(key, value, headers) <= 2048
+
+
+def test_a_dead_letter_too_large_for_a_request_is_a_reference_with_the_reason_headers():
+    record = FakeRecord(b"x" * 5000, topic="events", partition=1, offset=4, key=b"k", headers=[("h", b"v" * 10)])
+    rejected = Rejected(record, "oversize", "5000 bytes > limit of 1000")
+    key, value, headers = dead_letter_record(rejected, max_request_bytes=2048)
+    assert key == b"k"
+    assert orjson.loads(value) == {"topic": "events", "partition": 1, "offset": 4, "size": 1 + 5000 + 1 + 10,
+                                   "reason": "oversize"}
+    assert headers == [(REASON_HEADER, b"oversize"), (DETAIL_HEADER, b"5000 bytes > limit of 1000"),
+                       (SOURCE_HEADER, b"events-1-4")], "the record's own headers stay behind"
+    assert request_bytes(key, value, headers) <= 2048
+
+
+def test_headers_count_towards_the_size_and_a_huge_key_stays_out_of_the_reference():
+    record = FakeRecord(b"{}", key=b"k" * 4096, headers=[("trace", b"t" * 3000)])
+    key, value, headers = dead_letter_record(Rejected(record, "missing_field", "field 'a' is absent"), 4096)
+    assert key is None and orjson.loads(value)["size"] == 4096 + 2 + 5 + 3000
+    assert dict(headers)[REASON_HEADER] == b"missing_field", "the reason it was rejected for"

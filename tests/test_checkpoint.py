@@ -70,11 +70,23 @@ def test_saving_the_same_checkpoint_again_gives_the_same_sha256_and_a_change_ano
     assert save_checkpoint(checkpoint, path) != first
 
 
-def test_a_file_of_random_bytes_raises_checkpoint_error(tmp_path):
+def test_a_file_of_random_bytes_raises_checkpoint_error_in_our_words_not_torchs(tmp_path):
     path = tmp_path / "noise.pt"
     path.write_bytes(os.urandom(10_000))
-    with pytest.raises(CheckpointError, match="not a stream-ae checkpoint"):
+    with pytest.raises(CheckpointError, match="not a stream-ae checkpoint") as error:
         load_checkpoint(path)
+    assert "weights_only" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_dataset_digest_travels_with_the_checkpoint_and_older_files_keep_theirs(tmp_path):
+    checkpoint = tiny_checkpoint(seed=5)
+    checkpoint.dataset_sha256 = "d" * 64
+    save_checkpoint(checkpoint, tmp_path / "model.pt")
+    assert load_checkpoint(tmp_path / "model.pt").dataset_sha256 == "d" * 64
+    older = tiny_checkpoint(seed=5)  # format 1 as first written: the digest inside the provenance
+    older.training["dataset_sha256"] = "e" * 64
+    save_checkpoint(older, tmp_path / "older.pt")
+    assert load_checkpoint(tmp_path / "older.pt").dataset_sha256 == "e" * 64
 
 
 def test_a_missing_file_raises_checkpoint_error(tmp_path):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stream_ae.pipeline.codec import REASONS, EventDecoder, encode_event
-from tests.helpers import FEATURES, FakeRecord, decode
+from stream_ae.pipeline.codec import MAX_STANDARD_DEVIATIONS, REASONS, EventDecoder, encode_binary, encode_event
+from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from tests.helpers import FEATURES, FakeRecord, decode, tiny_checkpoint
 
 
 def transaction_decoder(**kw) -> EventDecoder:
@@ -87,3 +92,69 @@ def test_every_record_lands_in_exactly_one_output():
     batch, rejected = decode(transaction_decoder(), records)
     seen = sorted(batch.offsets.tolist() + [r.record.offset for r in rejected])
     assert seen == list(range(200))
+
+
+SCALER = (np.array([0.0, 10.0, -5.0]), np.array([1.0, 2.0, 0.5]))  # mean, std of FEATURES
+
+
+@pytest.mark.parametrize("value, reason, detail", [
+    (b'{"a": NaN, "b": 1, "c": 3}', "non_finite", "feature 'a' is NaN"),
+    (b'{"a": 1, "b": Infinity, "c": 3}', "non_finite", "feature 'b' is Infinity"),
+    (b'{"a": 1, "b": 1, "c": -Infinity}', "non_finite", "feature 'c' is -Infinity"),
+    (b'{"a": 1e39, "b": 1, "c": 3}', "non_finite", "feature 'a' = 1e39 is beyond float32's range"),
+    (b'{"a": 1e400, "b": 1, "c": 3}', "non_finite", "feature 'a' = 1e400 is beyond float64's range"),
+    (b'{"a": 1, "b": 1' + b"0" * 400 + b', "c": 3}', "non_finite", "feature 'b' is an integer of 401 digits"),
+    (b'{"a": 1e20, "b": 1, "c": 3}', "out_of_range", "feature 'a' = 1e+20 lies 1e+20 training standard deviations"),
+    (b'{"a": 1, "b": 1000000000000000000000000000000, "c": 3}', "out_of_range", "feature 'b' = 1e+30 lies 5e+29"),
+    (b'{"a": 1, "b": 1, "c": 3e38}', "out_of_range", "feature 'c' = 3e+38 lies 6e+38"),
+    (encode_binary(np.array([1.0, np.nan, 2.0])), "non_finite", "feature 'b' is NaN"),
+    (encode_binary(np.array([1.0, 2.0, -np.inf])), "non_finite", "feature 'c' is -Infinity"),
+    (encode_binary(np.array([2e9, 2.0, 1.0])), "out_of_range", "feature 'a' = 2e+09 lies 2e+09"),
+])
+def test_a_value_whose_score_would_not_be_finite_is_refused_with_what_is_wrong(value, reason, detail):
+    batch, rejected = decode(transaction_decoder(scaler=SCALER), [FakeRecord(b'{"a": 0, "b": 9, "c": -5}'),
+                                                                  FakeRecord(value, offset=1)])
+    assert batch.offsets.tolist() == [0]
+    assert [item.reason for item in rejected] == [reason]
+    assert rejected[0].detail.startswith(detail), rejected[0].detail
+
+
+def test_the_bound_is_a_billion_training_standard_deviations_either_side_of_the_mean():
+    mean, std = SCALER
+    inside = np.array([mean + 0.999e9 * std, mean - 0.999e9 * std], np.float32)
+    outside = np.array([mean + 1.001e9 * std, mean - 1.001e9 * std], np.float32)
+    records = [FakeRecord(encode_binary(row), offset=n) for n, row in enumerate([*inside, *outside])]
+    batch, rejected = decode(transaction_decoder(scaler=SCALER), records)
+    assert batch.offsets.tolist() == [0, 1]
+    assert [(item.record.offset, item.reason) for item in rejected] == [(2, "out_of_range"), (3, "out_of_range")]
+    assert MAX_STANDARD_DEVIATIONS == 1e9
+
+
+def test_without_a_scaler_every_finite_float32_is_decoded():
+    batch, rejected = decode(transaction_decoder(), [FakeRecord(b'{"a": 3e38, "b": -3e38, "c": 1e-40}')])
+    assert rejected == [] and batch.values.tolist() == [[np.float32(3e38), np.float32(-3e38), np.float32(1e-40)]]
+
+
+any_number = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-10 ** 40, 10 ** 40),
+                       st.sampled_from([1e39, -1e39, 1e300, 3e38, 1e20, -1e25]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(any_number, any_number, any_number), min_size=1, max_size=8),
+       model=st.sampled_from(["simple", "deep", "sparse", "denoising"]))
+def test_whatever_the_numbers_every_event_decoded_gets_a_finite_score(rows, model):
+    checkpoint = SCORING_CHECKPOINTS[model]
+    decoder = EventDecoder(FEATURES, None, scaler=(checkpoint.scaler_mean, checkpoint.scaler_std))
+    records = [FakeRecord(json.dumps(dict(zip(FEATURES, row))).encode(), offset=n) for n, row in enumerate(rows)]
+    batch, rejected = decode(decoder, records)
+    assert len(batch) + len(rejected) == len(rows)
+    assert {item.reason for item in rejected} <= {"non_finite", "out_of_range"}
+    if len(batch):
+        scores = SCORERS[model].score(batch.values)
+        assert np.isfinite(scores.errors).all(), (batch.values, scores.errors)
+        assert np.isfinite(scores.top_features(np.arange(len(batch)))[1]).all()
+
+
+SCORING_CHECKPOINTS = {model: tiny_checkpoint(FEATURES, seed=1, model_name=model)
+                       for model in ("simple", "deep", "sparse", "denoising")}
+SCORERS = {model: AutoencoderScorer(checkpoint, "cpu") for model, checkpoint in SCORING_CHECKPOINTS.items()}

@@ -45,6 +45,48 @@ def test_invalid_values_fail_naming_the_field(tmp_path, text, field):
     assert field in str(error.value)
 
 
+@pytest.mark.parametrize("flag, env, file, expected", [
+    ("from-flag", "from-env", "from-file", "from-flag"),
+    (None, "from-env", "from-file", "from-env"),
+    (None, None, "from-file", "from-file"),
+    (None, None, None, "stream-ae"),
+], ids=["flag over all", "environment over file", "file over default", "default"])
+def test_flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults(
+        tmp_path, monkeypatch, flag, env, file, expected):
+    monkeypatch.delenv("STREAM_AE_CONSUMER__GROUP_ID", raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(f"consumer:\n  group_id: {file}\n  max_batch_size: 64\n" if file else "{}\n")
+    if env:
+        monkeypatch.setenv("STREAM_AE_CONSUMER__GROUP_ID", env)
+    flags = {"consumer": {"group_id": flag}} if flag else {}
+    settings = load_settings(path, **flags)
+    assert settings.consumer.group_id == expected
+    assert settings.consumer.max_batch_size == (64 if file else 4096), "the other fields of a section stay"
+
+
+@pytest.mark.parametrize("text, topics", [
+    ("events", ["events"]),
+    ("a,b", ["a", "b"]),
+    (" a , b ,", ["a", "b"]),
+    ('["a", "b"]', ["a", "b"]),
+])
+def test_a_list_in_the_environment_is_json_or_comma_separated(monkeypatch, text, topics):
+    monkeypatch.setenv("STREAM_AE_TOPICS__INPUT", text)
+    monkeypatch.setenv("STREAM_AE_CONSUMER__STATIC_PARTITIONS", text.replace("a", "a:0").replace("b", "b:1")
+                       if "," in text else '["events:2"]')
+    settings = load_settings()
+    assert settings.topics.input == topics
+    assert settings.consumer.static_partitions == ([f"{t}:{n}" for t, n in zip(topics, (0, 1))] if "," in text
+                                                   else ["events:2"])
+
+
+def test_a_malformed_environment_list_is_one_line_naming_the_field(monkeypatch):
+    monkeypatch.setenv("STREAM_AE_TOPICS__INPUT", '["a", ')
+    with pytest.raises(ConfigError, match=r"^invalid configuration: topics.input: .* neither a JSON list") as error:
+        load_settings()
+    assert "\n" not in str(error.value)
+
+
 def test_invalid_environment_value_names_the_field(monkeypatch):
     monkeypatch.setenv("STREAM_AE_CONSUMER__MAX_WAIT_MS", "soon")
     with pytest.raises(ConfigError, match="consumer.max_wait_ms"):
@@ -86,6 +128,71 @@ def test_split_trains_on_normal_rows_only_and_covers_every_row():
     assert len(fit) == 72
     again = split_normal_rows(labels, 100, seed=1)
     assert np.array_equal(split.test, again.test)
+
+
+def write_table(path, columns: dict) -> str:
+    """Write ``columns`` as a CSV, parquet or npz file by ``path``'s suffix; returns the path as text."""
+    if path.suffix == ".npz":
+        np.savez(path, **columns)
+    elif path.suffix == ".parquet":
+        pd.DataFrame(columns).to_parquet(path)
+    else:
+        pd.DataFrame(columns).to_csv(path, index=False)
+    return str(path)
+
+
+CARD_COLUMNS = {name: np.linspace(-1, 1, 40) * (i + 1) for i, name in enumerate(CARD_FEATURES)}
+
+
+@pytest.mark.parametrize("name, columns, kwargs, message", [
+    ("text.csv", {"x": [1.0, 2.0], "city": ["a", "b"], "label": [0, 1]}, {"label_column": "label"},
+     "column 'city' is not numeric; pass --ignore-non-numeric"),
+    ("text-label.csv", {"x": [1.0, 2.0], "y": [1.0, 0.0], "label": ["no", "yes"]}, {"label_column": "label"},
+     "label column 'label' is not numeric"),
+    ("card.parquet", CARD_COLUMNS, {}, "no label column 'Class' (the card-transaction layout's); pass --unlabelled"),
+    ("card-labelled.parquet", {**CARD_COLUMNS, "Class": np.zeros(40)}, {"unlabelled": True},
+     "has the label column 'Class', but --unlabelled says every row is normal"),
+    ("no-layout.csv", {"x": [1.0], "y": [2.0]}, {}, "name the label column with --label-column, or pass --unlabelled"),
+    ("both.csv", {"x": [1.0], "y": [2.0]}, {"label_column": "y", "unlabelled": True}, "contradict each other"),
+    ("missing-label.csv", {"x": [1.0], "y": [2.0]}, {"label_column": "z"}, "label column 'z' not found"),
+    ("short-y.npz", {"X": np.zeros((5, 3)), "y": np.zeros(4)}, {}, "y has shape (4,) but X has 5 rows"),
+    ("long-y.npz", {"X": np.zeros((5, 3)), "y": np.zeros(6)}, {}, "y has shape (6,) but X has 5 rows"),
+    ("flat-x.npz", {"X": np.zeros(5), "y": np.zeros(5)}, {}, "X has shape (5,); expected (rows, features)"),
+    ("no-y.npz", {"X": np.zeros((5, 3))}, {}, "no label column 'y'"),
+    ("text-x.npz", {"X": np.array([["a", "b"], ["c", "d"]]), "y": np.zeros(2)}, {}, "X holds <U1 values"),
+    ("one-feature.npz", {"X": np.zeros((5, 1)), "y": np.zeros(5)}, {}, "at least 2 features"),
+    ("nan.csv", {"x": [1.0, None], "y": [2.0, 3.0], "label": [0, 1]}, {"label_column": "label"},
+     "1 feature values are empty, NaN or infinite (in 'x')"),
+])
+def test_a_dataset_is_checked_up_front_and_every_message_names_the_file(tmp_path, name, columns, kwargs, message):
+    path = write_table(tmp_path / name, columns)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(path, **kwargs)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value), str(error.value)
+
+
+def test_what_the_user_asks_for_is_read(tmp_path):
+    text = write_table(tmp_path / "text.csv", {"x": [1.0, 2.0], "city": ["a", "b"], "y": [3, 4], "label": [0, 1]})
+    assert load_dataset(text, "label", ignore_non_numeric=True).feature_names == ["x", "y"]
+    card = load_dataset(write_table(tmp_path / "card.parquet", CARD_COLUMNS), unlabelled=True)
+    assert card.labels is None and card.values.shape == (40, 29)
+    npz = load_dataset(write_table(tmp_path / "x.npz", {"X": np.ones((5, 3))}), unlabelled=True)
+    assert npz.labels is None and npz.feature_names == ["x0", "x1", "x2"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"batch_size": -1}, "batch_size must be at least 1"),
+    ({"patience": 0}, "patience must be at least 1"),
+    ({"learning_rate": 0.0}, "learning_rate must be a positive number"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a positive number"),
+    ({"device": "banana"}, "device 'banana' is not one of auto, cpu, cuda or cuda:N"),
+])
+def test_impossible_hyper_parameters_are_refused(options, message):
+    from stream_ae.model.training import TrainingOptions
+
+    with pytest.raises(ValueError, match=message):
+        TrainingOptions(**options)
 
 
 def test_generic_table_needs_a_label_column(tmp_path):

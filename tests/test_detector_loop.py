@@ -169,3 +169,50 @@ def test_after_an_aborted_transaction_the_batch_is_read_again_on_its_committed_t
     assert detector.step() == 5  # read again
     assert store.reads == [[(TOPIC, 0)], [(TOPIC, 0)]], "the committed state read again before judging it"
     assert detector.served.threshold.export((TOPIC, 0))["events"] == 900 + 5, "the aborted batch counted once"
+
+
+def test_a_batch_whose_failed_records_were_all_refused_for_good_is_counted_logged_once_and_committed(
+        synthetic_checkpoint, caplog):
+    source = ScriptedSource([batch((0, 0, 10)), batch((0, 10, 10)), batch((0, 20, 5))])
+    sink = ScriptedSink(refused={0, 1}, answered_at_once=True, refused_for_good="topic_authorization_failed")
+    detector = open_loop(synthetic_checkpoint, source, sink, owned={(TOPIC, 0)})
+
+    while detector.step():
+        pass
+    assert source.rewinds == [], "sending again cannot help: nothing is read again"
+    assert source.commits == [({(TOPIC, 0): 10}, True), ({(TOPIC, 0): 20}, True), ({(TOPIC, 0): 25}, True)]
+    refused = detector.metrics.registry.get_sample_value(
+        "stream_ae_refused_records_total", {"topic": "scores", "reason": "topic_authorization_failed"})
+    assert refused == 20, "every score record of the two refused batches"
+    assert detector.metrics.totals()["events_scored"] == 25
+    assert detector.metrics.registry.get_sample_value("stream_ae_delivery_failures_total") == 0
+    logged = [record.args[0] for record in caplog.records if "refused for good" in record.getMessage()]
+    refused_topics = {topic for number in (0, 1) for topic, _ in sink.sealed[number]}
+    assert sorted(logged) == sorted(refused_topics), "one line per topic and reason, not one per record"
+
+
+def test_a_batch_with_a_failure_that_may_pass_is_read_again_even_beside_refusals(synthetic_checkpoint, monkeypatch):
+    monkeypatch.setattr("stream_ae.pipeline.loop.time.sleep", lambda seconds: None)
+    source = ScriptedSource([batch((0, 0, 10))])
+    sink = ScriptedSink(refused={0}, answered_at_once=True)  # a timeout, say
+    detector = open_loop(synthetic_checkpoint, source, sink, owned={(TOPIC, 0)})
+    detector.step()
+    detector.step()
+    assert source.rewinds == [{(TOPIC, 0): 0}] and source.commits == []
+
+
+def test_saved_thresholds_that_cannot_be_read_keep_the_batch_for_later_and_the_detector_not_ready(
+        synthetic_checkpoint, monkeypatch):
+    monkeypatch.setattr("stream_ae.pipeline.loop.time.sleep", lambda seconds: None)
+    saved = {"mean": 1.5, "variance": 0.25, "events": 900, "checkpoint_sha256": synthetic_checkpoint[0].sha256}
+    store = SavedStates({(TOPIC, 0): saved}, unreachable_reads=2)
+    source = ScriptedSource([batch((0, 0, 5)), batch((0, 5, 5)), batch((0, 0, 10))])
+    detector = open_loop(synthetic_checkpoint, source, ScriptedSink(set(), answered_at_once=True), saved=store)
+    detector.ownership.assigned_now([(TOPIC, 0)])
+
+    assert detector.step() == 0 and detector.step() == 0, "the broker is gone: nothing judged"
+    assert source.rewinds == [{(TOPIC, 0): 0}, {(TOPIC, 0): 5}], "each polled batch comes again"
+    assert detector.ownership.restoring and not detector.ownership.health.ready
+    assert detector.step() == 10, "read again, once the saved state is in"
+    assert not detector.ownership.restoring and detector.ownership.health.ready
+    assert detector.served.threshold.export((TOPIC, 0))["events"] == 900 + 10

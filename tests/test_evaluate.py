@@ -94,6 +94,17 @@ def test_another_file_is_scored_on_every_row(trained, capsys):
     assert report["held_out_rows"] is False
     assert report["events"] == len(frame.iloc[::2])
     assert "all rows" in text
+    assert len(report["warnings"]) == 1 and str(other) in report["warnings"][0]
+    assert f"is not the file {model} was trained on (events, sha256 " in report["warnings"][0]
+    assert "**warning:**" in (folder / "other-report" / "report.md").read_text()
+
+
+def test_the_training_file_gives_no_warning(trained, caplog):
+    folder, data, model, _ = trained
+    main(["evaluate", "--model", str(model), "--data", str(data), "--label-column", "label",
+          "--report", str(folder / "same-report")])
+    assert json.loads((folder / "same-report" / "report.json").read_text())["warnings"] == []
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
 
 def test_evaluate_refuses_a_dataset_that_does_not_fit(trained, tmp_path, capsys):

@@ -13,10 +13,13 @@ transactional producer. A backend is imported only when chosen.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
+from kafka.errors import KafkaError
+
 from stream_ae.kafka.ends import Sink, Source, TransactionalSink
-from stream_ae.kafka.options import Connection, ConsumerOptions, TransactionOptions
+from stream_ae.kafka.options import Connection, ConsumerOptions, ProducerTuning, TransactionOptions
 from stream_ae.kafka.records import PartitionKey
 from stream_ae.kafka.transactions import TransactionalBatchSink, TransactionalProducer
 
@@ -49,13 +52,15 @@ def make_source(client: str, connection: Connection, topics: list[str], consumer
     return KafkaSource(connection, topics, consumer, on_assigned, on_revoked)
 
 
-def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -> Sink:
+def make_sink(client: str, connection: Connection, topics: Sequence[str] = (),
+              max_request_bytes: int = ProducerTuning.max_request_bytes) -> Sink:
     """The producing end (acks=all, idempotent) of ``client``.
 
     Args:
         client: ``kafka-python`` or ``confluent-kafka``.
         connection: how to reach the cluster.
         topics: every topic the sink writes to (kafka-python keeps their metadata from the start).
+        max_request_bytes: the largest record the sink sends (bytes); larger ones are refused.
 
     Raises:
         ImportError: ``confluent-kafka`` chosen but not installed.
@@ -63,14 +68,15 @@ def make_sink(client: str, connection: Connection, topics: Sequence[str] = ()) -
     if client == CONFLUENT:
         from stream_ae.kafka.confluent.sink import ConfluentSink
 
-        return ConfluentSink(connection, topics=topics)
+        return ConfluentSink(connection, topics=topics, max_request_bytes=max_request_bytes)
     from stream_ae.kafka.kafka_python.sink import KafkaSink
 
-    return KafkaSink(connection, topics=topics)
+    return KafkaSink(connection, topics=topics, max_request_bytes=max_request_bytes)
 
 
 def make_transactional_sink(client: str, connection: Connection, transactions: TransactionOptions,
-                            topics: Sequence[str] = ()) -> TransactionalSink:
+                            topics: Sequence[str] = (),
+                            max_request_bytes: int = ProducerTuning.max_request_bytes) -> TransactionalSink:
     """The producing end of ``client`` for exactly-once delivery: one transaction per batch.
 
     Args:
@@ -78,6 +84,7 @@ def make_transactional_sink(client: str, connection: Connection, transactions: T
         connection: how to reach the cluster.
         transactions: the producer's ``transactional.id`` and transaction timeout.
         topics: every topic the sink writes to.
+        max_request_bytes: the largest record the sink sends (bytes).
 
     Raises:
         ImportError: ``confluent-kafka`` chosen but not installed.
@@ -93,4 +100,12 @@ def make_transactional_sink(client: str, connection: Connection, transactions: T
         from stream_ae.kafka.kafka_python.sink import KafkaTransactions
 
         producer = KafkaTransactions
-    return TransactionalBatchSink(lambda: producer(connection, transactions, topics))
+    return TransactionalBatchSink(lambda: producer(connection, transactions, topics, max_request_bytes))
+
+
+def client_errors() -> tuple[type[Exception], ...]:
+    """The exception types the client libraries raise when the cluster cannot be reached or
+    refuses a request: kafka-python's ``KafkaError``, and confluent-kafka's
+    ``KafkaException`` once that backend is loaded (it is never imported just for this)."""
+    confluent = sys.modules.get("confluent_kafka")
+    return (KafkaError,) if confluent is None else (KafkaError, confluent.KafkaException)

@@ -11,13 +11,78 @@ holds what they carry.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 
+# Kafka protocol error codes (the protocol guide's error table, shared by kafka-python's
+# ``errno`` and librdkafka's ``KafkaError.code()``) that refuse a record for good: sending
+# it again cannot succeed. Each maps to the ``reason`` a :class:`Refusal` carries.
+PERMANENT_REFUSALS = {
+    10: "record_too_large",            # MESSAGE_TOO_LARGE (also raised by a client before sending)
+    17: "invalid_topic",               # INVALID_TOPIC_EXCEPTION
+    18: "record_too_large",            # RECORD_LIST_TOO_LARGE
+    29: "topic_authorization_failed",  # TOPIC_AUTHORIZATION_FAILED
+    87: "invalid_record",              # INVALID_RECORD (e.g. a record without a key on a compacted topic)
+}
+
+
+class BrokerUnreachableError(ConnectionError):
+    """No broker of the cluster answered in time, or a request the client needed failed."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One record refused for good (see :data:`PERMANENT_REFUSALS`).
+
+    Attributes:
+        topic: the topic it was sent to.
+        reason: a value of :data:`PERMANENT_REFUSALS`.
+        detail: the client's message.
+    """
+
+    topic: str
+    reason: str
+    detail: str
+
+
+def refusal(topic: str, code: int | None, detail: str) -> Refusal | None:
+    """The :class:`Refusal` of a record the client reported failed with Kafka error ``code``,
+    or None when the failure may pass (a timeout, a leader change: send the batch again).
+
+    Example:
+        >>> refusal("alerts", 29, "not authorised").reason
+        'topic_authorization_failed'
+        >>> refusal("alerts", 7, "request timed out") is None
+        True
+    """
+    reason = PERMANENT_REFUSALS.get(code) if code is not None else None
+    return None if reason is None else Refusal(topic, reason, detail)
+
 
 class DeliveryError(RuntimeError):
-    """The broker did not acknowledge every record of a batch; the batch must not be committed."""
+    """The broker did not acknowledge every record of a batch.
+
+    Args:
+        message: what failed, for the log.
+        refusals: the failed records refused for good, one entry each.
+        transient: failed records that may pass when sent again (timeouts, leader changes).
+
+    The batch must not be committed while ``transient`` records failed: it is sent again.
+    When every failure is a refusal (:attr:`permanent`), sending again cannot help: the
+    loop counts the refusals and commits.
+    """
+
+    def __init__(self, message: str, refusals: Sequence[Refusal] = (), transient: int = 1) -> None:
+        super().__init__(message)
+        self.refusals = list(refusals)
+        self.transient = transient
+
+    @property
+    def permanent(self) -> bool:
+        """Whether every failed record was refused for good (none would pass if sent again)."""
+        return self.transient == 0 and bool(self.refusals)
 
 
 class Delivery(Protocol):
@@ -32,7 +97,7 @@ class Delivery(Protocol):
 
         Raises:
             DeliveryError: a record was refused, or not acknowledged within the sink's
-                ``flush_timeout_s``.
+                ``flush_timeout_s``; its ``refusals`` list the records refused for good.
         """
 
     def acknowledged_at(self) -> float:
@@ -103,7 +168,9 @@ class Sink(Protocol):
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record in the open batch; :meth:`seal` closes the batch."""
+        """Queue one record in the open batch; :meth:`seal` closes the batch. A record the
+        client refuses before sending (too large, no metadata for its topic in time) does
+        not raise here: it fails the batch's delivery."""
 
     def seal(self) -> Delivery:
         """Close the open batch (the records sent since the last call) and return its delivery."""

@@ -135,7 +135,8 @@ class ProducerTuning:
         idempotent: a retried send does not duplicate a record on the broker.
         linger_ms: how long a record waits for others to share its request (milliseconds).
         batch_bytes: bytes per partition batch, at most.
-        max_request_bytes: bytes per produce request, at most (a record's bound too).
+        max_request_bytes: bytes per produce request, at most (a record's bound too): the
+            sinks' default, which the daemon takes from ``kafka.max_request_bytes``.
         transaction_retry_backoff_ms: a transactional producer's pause before retrying a
             request (milliseconds). A transaction's offsets are refused with
             ``CONCURRENT_TRANSACTIONS`` while the markers of the one before it are still

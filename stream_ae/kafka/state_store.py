@@ -20,7 +20,9 @@ at most one batch's weight.
 from __future__ import annotations
 
 import orjson
+from kafka.errors import KafkaError
 
+from stream_ae.kafka.ends import BrokerUnreachableError
 from stream_ae.kafka.options import Connection
 from stream_ae.kafka.records import PartitionKey
 from stream_ae.kafka.topics import ensure_topics, read_topic
@@ -60,10 +62,17 @@ class ThresholdStateStore:
         Reads the state topic from the beginning to its high watermark (the latest record of
         a key wins, as compaction would leave it). Gives up after ``read_timeout_s`` with
         what it has read: partitions without a state start from the seeded threshold.
+
+        Raises:
+            BrokerUnreachableError: the cluster could not be reached to read the topic.
         """
         wanted = {self.key(partition): partition for partition in partitions}
         found: dict[PartitionKey, dict[str, float | int | str]] = {}
-        for record in read_topic(self.connection, self.topic, None, self.read_timeout_s, self.read_committed):
+        try:
+            records = read_topic(self.connection, self.topic, None, self.read_timeout_s, self.read_committed)
+        except KafkaError as exc:
+            raise BrokerUnreachableError(f"cannot read the threshold state topic {self.topic}: {exc}") from exc
+        for record in records:
             if record.key in wanted and record.value:
                 found[wanted[record.key]] = orjson.loads(record.value)
         return found

@@ -1,4 +1,5 @@
-"""Topic administration and reading topics back (the demo, the benchmarks and the tests)."""
+"""Cluster and topic administration (is the cluster reachable, create topics) and reading
+topics back (the demo, the benchmarks, the threshold state and the tests)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,38 @@ import time
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from stream_ae.kafka.ends import BrokerUnreachableError
 from stream_ae.kafka.options import Connection
 
 log = logging.getLogger(__name__)
+
+
+def probe_cluster(connection: Connection, timeout_s: float = 3.0) -> int:
+    """Ask the cluster for its brokers, waiting at most about ``timeout_s`` seconds.
+
+    Returns:
+        The number of brokers in the cluster.
+
+    Raises:
+        BrokerUnreachableError: no broker of ``connection.bootstrap_servers`` answered in time,
+            or the cluster refused the request (its message says which).
+    """
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        admin = KafkaAdminClient(**connection.kafka_python(), bootstrap_timeout_ms=timeout_ms,
+                                 request_timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        raise BrokerUnreachableError(f"no broker of {connection.bootstrap_servers} answered within "
+                                f"{timeout_s:g} s ({type(exc).__name__})") from exc
+    try:
+        return len(admin.describe_cluster().get("brokers", []))
+    except KafkaError as exc:
+        raise BrokerUnreachableError(f"the cluster at {connection.bootstrap_servers} did not describe itself: "
+                                f"{exc}") from exc
+    finally:
+        admin.close()
 
 
 def ensure_topics(connection: Connection, topics: dict[str, int], timeout_s: float = 30.0,
@@ -61,9 +89,13 @@ def read_topic(connection: Connection, topic: str, expected: int | None = None,
 
     Returns:
         The records, partition by partition in offset order.
+
+    Raises:
+        KafkaError: no broker answered within ``timeout_s``.
     """
     consumer = KafkaConsumer(**connection.kafka_python(), enable_auto_commit=False, fetch_max_wait_ms=50,
-                             group_id=None, isolation_level="read_committed" if read_committed else "read_uncommitted")
+                             group_id=None, isolation_level="read_committed" if read_committed else "read_uncommitted",
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         deadline = time.monotonic() + timeout_s
         partitions = None

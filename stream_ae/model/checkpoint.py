@@ -43,10 +43,12 @@ class Checkpoint:
         validation_errors: float32 ``(validation rows,)``, those scores themselves; the
             adaptive threshold is seeded from them
             (``stream_ae.pipeline.threshold.adaptive.seed_statistics``).
-        training: provenance: seed, dataset name and sha256, split indices, epochs run,
-            wall time (seconds), per-epoch train/validation loss.
+        training: provenance: seed, dataset name, split indices, epochs run, wall time
+            (seconds), per-epoch train/validation loss.
         score_head: the memory bank's state (:meth:`MemoryBank.state`), or None when events
             are scored by their reconstruction error alone.
+        dataset_sha256: sha256 of the dataset file it was trained on (``LabelledDataset.sha256``;
+            empty when unknown), so that evaluation and replay know that file again.
         sha256: digest of the file it was loaded from (empty before saving).
     """
 
@@ -62,6 +64,7 @@ class Checkpoint:
     validation_errors: np.ndarray
     training: dict[str, Any] = field(default_factory=dict)
     score_head: dict[str, Any] | None = None
+    dataset_sha256: str = ""
     sha256: str = ""
 
     @property
@@ -130,6 +133,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path | str) -> str:
         "validation_errors": torch.as_tensor(checkpoint.validation_errors, dtype=torch.float32),
         "training": _as_plain(checkpoint.training),
         "score_head": checkpoint.score_head,
+        "dataset_sha256": checkpoint.dataset_sha256,
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, temporary)
@@ -158,11 +162,12 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a bad file
-        raise CheckpointError(f"{path} is not a stream-ae checkpoint: {exc}") from exc
+    except Exception as exc:  # torch raises several unrelated types for a bad file; its advice is not ours
+        raise CheckpointError(f"{path} is not a stream-ae checkpoint: not a file `stream-ae train` wrote, "
+                              "or one holding more than tensors and plain values (never loaded)") from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a stream-ae checkpoint of format version {FORMAT_VERSION}")
     return Checkpoint(
@@ -178,5 +183,6 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         validation_errors=payload["validation_errors"].numpy(),
         training=_as_numpy(payload["training"]),
         score_head=payload.get("score_head"),
+        dataset_sha256=payload.get("dataset_sha256") or payload["training"].get("dataset_sha256", ""),  # older files
         sha256=hashlib.sha256(raw).hexdigest(),
     )

@@ -6,13 +6,18 @@ Layouts recognised by their columns:
   as CSV or parquet; features ``V1..V28, Amount``, label ``Class``;
 * ECG5000 heartbeats: ``is_anomaly, ucr_class, t0..t139``; windows of 140 samples;
 * ADBench ``.npz`` files with arrays ``X`` (rows, features) and ``y`` (1 = anomaly);
-* any other CSV or parquet: every numeric column but the label column (``label_column``).
+* any other CSV or parquet: every column but the label column (``label_column``), all of
+  them numeric (or, when asked, the numeric ones only).
+
+A file without its label column is read only when the caller says every row is normal
+(``unlabelled``): a table of transactions with its frauds left in must not train as normal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,71 +76,148 @@ def _read_table(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".gz"):
-        return pd.read_csv(path)
-    raise DatasetError(f"{path}: unsupported file type {suffix!r} (expected .csv, .parquet or .npz)")
+    if suffix not in (".parquet", ".csv", ".gz"):
+        raise DatasetError(f"{path}: unsupported file type {suffix!r} (expected .csv, .parquet or .npz)")
+    try:
+        return pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
+        raise DatasetError(f"{path}: cannot be read as {suffix.lstrip('.')}: {exc}") from exc
 
 
-def _from_frame(frame: pd.DataFrame, name: str, sha: str, label_column: str | None) -> LabelledDataset:
-    from pandas.api.types import is_numeric_dtype
+def _numeric(frame: pd.DataFrame, columns: list[str], path: Path, what: str, hint: str = "") -> None:
+    """Refuse ``columns`` of ``frame`` that are not numbers (naming them, then ``hint``)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+    text = [str(c) for c in columns if not is_numeric_dtype(frame[c]) or is_bool_dtype(frame[c])]
+    if text:
+        raise DatasetError(f"{path}: {what} {', '.join(map(repr, text[:10]))} "
+                           f"{'is' if len(text) == 1 else 'are'} not numeric{hint}")
+
+
+def _labels(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """int8 ``(rows,)`` labels from a numeric column: non-zero = anomaly."""
+    _numeric(frame, [column], path, "label column")
+    raw = frame[column].to_numpy(np.float64)
+    if not np.isfinite(raw).all():
+        raise DatasetError(f"{path}: label column {column!r} has {int((~np.isfinite(raw)).sum())} empty or "
+                           "non-finite values")
+    return (raw != 0).astype(np.int8)
+
+
+def _label_fault(path: Path, column: str, present: bool, unlabelled: bool, layout: str) -> None:
+    """Refuse a file without its label column (unless ``unlabelled``), or with one when the
+    caller said it has none (its anomalies would train as normal)."""
+    if present and unlabelled:
+        raise DatasetError(f"{path}: has the label column {column!r}, but --unlabelled says every row is "
+                           "normal; drop --unlabelled (its anomalies would train as normal)")
+    if not present and not unlabelled:
+        raise DatasetError(f"{path}: no label column {column!r} ({layout}); pass --unlabelled if every row is "
+                           "normal, or name the label column with --label-column")
+
+
+def _from_frame(frame: pd.DataFrame, path: Path, sha: str, label_column: str | None, unlabelled: bool,
+                ignore_non_numeric: bool) -> LabelledDataset:
     columns = list(frame.columns)
     window_position = {c: int(match.group(1)) for c in columns if (match := _WINDOW_COLUMN.match(str(c)))}
     window_columns = list(window_position)
     if set(CARD_FEATURES) <= set(columns) and label_column in (None, "Class"):
-        labels = frame["Class"].to_numpy(np.int8) if "Class" in columns else None
-        return LabelledDataset(name, "transaction", frame[CARD_FEATURES].to_numpy(np.float32),
+        _label_fault(path, "Class", "Class" in columns, unlabelled, "the card-transaction layout's")
+        _numeric(frame, CARD_FEATURES, path, "feature column")
+        labels = _labels(frame, "Class", path) if "Class" in columns else None
+        return LabelledDataset(path.stem, "transaction", frame[CARD_FEATURES].to_numpy(np.float32),
                                labels, list(CARD_FEATURES), sha)
-    if window_columns and "is_anomaly" in columns and label_column in (None, "is_anomaly"):
+    if window_columns and ("is_anomaly" in columns or unlabelled) and label_column in (None, "is_anomaly"):
         window_columns.sort(key=window_position.__getitem__)
-        return LabelledDataset(name, "window", frame[window_columns].to_numpy(np.float32),
-                               frame["is_anomaly"].to_numpy(np.int8), window_columns, sha)
-    if label_column is None:
-        raise DatasetError(
-            f"{name}: columns match no known layout (card transactions, ECG5000); "
-            "name the label column with --label-column"
-        )
-    if label_column not in columns:
-        raise DatasetError(f"{name}: label column {label_column!r} not found in {columns[:10]}...")
-    features = [c for c in columns if c != label_column and is_numeric_dtype(frame[c])]
-    if not features:
-        raise DatasetError(f"{name}: no numeric feature columns besides {label_column!r}")
-    labels = (frame[label_column].to_numpy() != 0).astype(np.int8)
-    return LabelledDataset(name, "transaction", frame[features].to_numpy(np.float32), labels,
+        _label_fault(path, "is_anomaly", "is_anomaly" in columns, unlabelled, "the ECG5000 layout's")
+        _numeric(frame, window_columns, path, "sample column")
+        labels = _labels(frame, "is_anomaly", path) if "is_anomaly" in columns else None
+        return LabelledDataset(path.stem, "window", frame[window_columns].to_numpy(np.float32),
+                               labels, window_columns, sha)
+    if label_column is None and not unlabelled:
+        raise DatasetError(f"{path}: columns match no known layout (card transactions, ECG5000); name the "
+                           "label column with --label-column, or pass --unlabelled if every row is normal")
+    if label_column is not None and label_column not in columns:
+        raise DatasetError(f"{path}: label column {label_column!r} not found among its columns "
+                           f"{', '.join(map(str, columns[:10]))}{', ...' if len(columns) > 10 else ''}")
+    features = [c for c in columns if c != label_column]
+    if ignore_non_numeric:
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        features = [c for c in features if is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c])]
+    else:
+        _numeric(frame, features, path, "column", "; pass --ignore-non-numeric to leave such columns out")
+    labels = _labels(frame, label_column, path) if label_column is not None else None
+    return LabelledDataset(path.stem, "transaction", frame[features].to_numpy(np.float32), labels,
                            [str(c) for c in features], sha)
 
 
-def load_dataset(path: Path | str, label_column: str | None = None) -> LabelledDataset:
-    """Read a labelled dataset file.
+def _from_npz(path: Path, sha: str, unlabelled: bool) -> LabelledDataset:
+    """An ADBench-style ``.npz``: ``X`` ``(rows, features)`` numbers, ``y`` ``(rows,)`` labels."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "X" not in arrays:
+                raise DatasetError(f"{path}: an .npz dataset needs the array 'X' (it has "
+                                   f"{', '.join(arrays.files) or 'none'})")
+            _label_fault(path, "y", "y" in arrays, unlabelled, "an .npz dataset's labels array")
+            x = arrays["X"]
+            y = arrays.get("y")
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: cannot be read as .npz: {exc}") from exc
+    if x.ndim != 2:
+        raise DatasetError(f"{path}: X has shape {x.shape}; expected (rows, features)")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DatasetError(f"{path}: X holds {x.dtype} values, not numbers")
+    labels = None
+    if y is not None:
+        if y.ndim != 1 or len(y) != len(x):
+            raise DatasetError(f"{path}: y has shape {y.shape} but X has {len(x)} rows; expected ({len(x)},)")
+        if not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
+            raise DatasetError(f"{path}: y holds {y.dtype} values, not 0/1 labels")
+        labels = (y != 0).astype(np.int8)
+    return LabelledDataset(path.stem, "transaction", x.astype(np.float32), labels,
+                           [f"x{i}" for i in range(x.shape[1])], sha)
+
+
+def load_dataset(path: Path | str, label_column: str | None = None, unlabelled: bool = False,
+                 ignore_non_numeric: bool = False) -> LabelledDataset:
+    """Read a dataset file, checking it up front; every message names the file.
 
     Args:
         path: ``.csv``, ``.parquet`` or ``.npz`` file.
         label_column: for generic tables, the column holding the label (non-zero = anomaly).
+        unlabelled: the file has no label column and every row is normal (``labels`` is
+            None); without it a missing label column is refused.
+        ignore_non_numeric: leave out a generic table's non-numeric columns instead of
+            refusing the file.
 
     Returns:
         The dataset, with float32 values of shape ``(rows, features)``.
 
     Raises:
-        DatasetError: the file is missing, of an unknown type or layout, or holds NaN/inf.
+        DatasetError: the file is missing or unreadable, of an unknown type or layout;
+            its label column is missing without ``unlabelled``, or present with it; a
+            column is not numeric; arrays have mismatched shapes; it has fewer than 2
+            features; or a value is NaN or infinite.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
+    if unlabelled and label_column is not None:
+        raise DatasetError(f"{path}: --label-column {label_column} and --unlabelled contradict each other; "
+                           "give one of them")
     sha = _file_sha256(path)
     if path.suffix.lower() == ".npz":
-        with np.load(path) as arrays:
-            if "X" not in arrays or "y" not in arrays:
-                raise DatasetError(f"{path}: an .npz dataset needs arrays 'X' and 'y'")
-            values = np.asarray(arrays["X"], dtype=np.float32)
-            labels = (np.asarray(arrays["y"]) != 0).astype(np.int8)
-        dataset = LabelledDataset(path.stem, "transaction", values, labels,
-                                  [f"x{i}" for i in range(values.shape[1])], sha)
+        dataset = _from_npz(path, sha, unlabelled)
     else:
-        dataset = _from_frame(_read_table(path), path.stem, sha, label_column)
-    if not np.isfinite(dataset.values).all():
-        raise DatasetError(f"{path}: feature values hold NaN or inf")
+        dataset = _from_frame(_read_table(path), path, sha, label_column, unlabelled, ignore_non_numeric)
+    rows, width = dataset.values.shape
+    if rows == 0 or width < 2:
+        raise DatasetError(f"{path}: {rows} rows of {width} features; a model needs rows and at least 2 features")
+    finite = np.isfinite(dataset.values)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=0))
+        raise DatasetError(f"{path}: {int((~finite).sum())} feature values are empty, NaN or infinite (in "
+                           f"{', '.join(repr(dataset.feature_names[i]) for i in bad[:5])})")
     return dataset
 
 

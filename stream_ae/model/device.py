@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # the device names a setting or flag accepts
 
 
 def resolve_device(name: str) -> torch.device:
@@ -11,8 +15,10 @@ def resolve_device(name: str) -> torch.device:
     ``auto`` is the first CUDA device when one is available, else the CPU.
 
     Raises:
-        ValueError: CUDA was asked for and none is available.
+        ValueError: a name other than those, or CUDA asked for and none is available.
     """
+    if not re.match(DEVICE_PATTERN, name):
+        raise ValueError(f"device {name!r} is not one of auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

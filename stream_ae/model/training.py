@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from tqdm.auto import tqdm
 from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
-from stream_ae.model.device import resolve_device
+from stream_ae.model.device import DEVICE_PATTERN, resolve_device
 from stream_ae.model.memory_bank import BankOptions, MemoryBank, fit_memory_bank
 
 SCORES = ("memory-bank", "reconstruction")
@@ -54,6 +56,24 @@ class TrainingOptions:
     score: str = "memory-bank"
     bank: BankOptions = field(default_factory=BankOptions)
 
+    def __post_init__(self) -> None:
+        """Refuse hyper-parameters no fit can run with.
+
+        Raises:
+            ValueError: ``epochs``, ``batch_size`` or ``patience`` below 1, a learning rate
+                that is not a positive number, a device name other than ``auto``,
+                ``cpu``, ``cuda`` or ``cuda:N``, or a score not in :data:`SCORES`.
+        """
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be a positive number, not {self.learning_rate}")
+        if not re.match(DEVICE_PATTERN, self.device):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda or cuda:N")
+        if self.score not in SCORES:
+            raise ValueError(f"unknown score {self.score!r}; choose one of {list(SCORES)}")
+
 
 def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192,
                 bank: MemoryBank | None = None) -> torch.Tensor:
@@ -82,8 +102,6 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         ValueError: unknown model or score, a model that does not take the dataset's event
             kind (``conv`` on transactions), or too few normal rows to train (fewer than 10).
     """
-    if options.score not in SCORES:
-        raise ValueError(f"unknown score {options.score!r}; choose one of {list(SCORES)}")
     started = time.perf_counter()
     split = split_normal_rows(dataset.labels, len(dataset.values), options.seed)
     if len(split.train) < 10:
@@ -147,9 +165,9 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         error_mean=float(errors.mean()),
         error_std=float(errors.std()),
         validation_errors=errors.astype(np.float32),
+        dataset_sha256=dataset.sha256,
         training={
             "dataset": dataset.name,
-            "dataset_sha256": dataset.sha256,
             "seed": options.seed,
             "split": {"train": split.train, "validation": split.validation, "test": split.test},
             "epochs_run": len(history["train_loss"]),
@@ -173,7 +191,7 @@ def without_memory_bank(checkpoint: Checkpoint, dataset: LabelledDataset) -> Che
     Raises:
         ValueError: ``dataset`` is not the one the checkpoint was trained on.
     """
-    if checkpoint.training.get("dataset_sha256") != dataset.sha256:
+    if checkpoint.dataset_sha256 != dataset.sha256:
         raise ValueError(f"{checkpoint.describe()} was not trained on {dataset.name}")
     rows = np.asarray(checkpoint.training["split"]["validation"])
     model = checkpoint.build()

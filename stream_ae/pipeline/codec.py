@@ -23,6 +23,15 @@ A binary event has no id field (``event_ids`` holds None; alerts name it by
 topic-partition-offset). A record that fails goes to the dead-letter topic with one of
 the ``REASONS`` below.
 
+Every value must give the model a finite input and a finite score: NaN, ±Infinity and
+numbers beyond float32's range are ``non_finite``; given the checkpoint's scaler, a finite
+value more than :data:`MAX_STANDARD_DEVIATIONS` training standard deviations from its
+feature's training mean is ``out_of_range``. The model sees ``(x - mean) / std``, its error
+squares that (float32 holds squares up to about 3.4e38, so up to about 1.8e19), and its
+layers amplify it further; within the bound the score of the dense models is about
+``(distance)²`` at most, some 1e18, far inside float32's range, and beyond it a finite
+score is not assured.
+
 Decoding is batched: JSON goes through orjson, one call per record, and a feature lookup
 done in C (``operator.itemgetter``); binary records are joined and read with one
 ``numpy.frombuffer`` (with no Python work per record when the whole batch is binary and
@@ -34,6 +43,7 @@ be asynchronous).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,11 +65,15 @@ REASONS = (
     "missing_field",     # a feature (or the samples array) is absent
     "non_numeric",       # a feature or sample is not a JSON number (strings, booleans, null)
     "non_finite",        # NaN, Infinity, or a number beyond float32's range
+    "out_of_range",      # finite, but more than MAX_STANDARD_DEVIATIONS training stds from the training mean
     "wrong_window_length",  # a window whose sample count differs from the model's
     "binary_unsupported_version",  # binary magic, but a version or flags this decoder does not know
     "binary_bad_length",   # binary record shorter than its header, or not 8 + 4 * count bytes
     "binary_wrong_count",  # binary value count differs from the model's features (window length)
 )
+
+MAX_STANDARD_DEVIATIONS = 1e9  # the bound of out_of_range (see the module docstring)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 BINARY_MAGIC = b"\xaeA"
 BINARY_VERSION = 1
@@ -160,11 +174,15 @@ class EventDecoder:
         allocate: ``(rows, width) -> float32 array`` for the values buffer (grown by powers
             of two, so called rarely); by default plain host memory. The daemon passes its
             scorer's ``host_buffer`` (pinned memory on CUDA).
+        scaler: the checkpoint's ``(scaler_mean, scaler_std)``, float ``(width,)`` each: a
+            value farther than :data:`MAX_STANDARD_DEVIATIONS` · std from its mean is
+            rejected as ``out_of_range``; None checks only that values are finite in float32.
     """
 
     def __init__(self, feature_names: list[str], window_length: int | None, id_field: str = "id",
                  samples_field: str = "samples", max_record_bytes: int = 1_000_000,
-                 allocate: Callable[[int, int], np.ndarray] = _host_array) -> None:
+                 allocate: Callable[[int, int], np.ndarray] = _host_array,
+                 scaler: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.feature_names = list(feature_names)
         self.window_length = window_length
         self.id_field = id_field
@@ -184,6 +202,21 @@ class EventDecoder:
         self._binary_header_row = np.dtype([("header", "<u8"), ("values", "<f4", (self.width,))])
         self._expected_header = int.from_bytes(
             BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, 0, self.width), "little")
+        self.scaler = scaler
+        self._low, self._high = self._bounds(scaler)
+
+    def _bounds(self, scaler: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(width,)`` lowest and highest values decoded; NaN and ±Infinity fall
+        outside both, so one pair of comparisons checks finiteness and range at once."""
+        if scaler is None:
+            return np.full(self.width, -FLOAT32_MAX, np.float32), np.full(self.width, FLOAT32_MAX, np.float32)
+        mean, std = (np.asarray(part, np.float64).reshape(-1) for part in scaler)
+        if mean.shape != (self.width,) or std.shape != (self.width,):
+            raise ValueError(f"scaler of {mean.shape} means and {std.shape} stds for {self.width} values per event")
+        reach = MAX_STANDARD_DEVIATIONS * np.abs(std)
+        low, high = (np.clip(bound, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
+                     for bound in (mean - reach, mean + reach))
+        return low, high
 
     def _reserve(self, rows: int) -> np.ndarray:
         """The values buffer, grown to a power of two of at least ``rows`` rows."""
@@ -253,14 +286,15 @@ class EventDecoder:
             out[:] = binary
         else:
             out, accepted, ids, failed = self._decode_each(consumed.values)
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
+        if not ((out >= self._low).all() and (out <= self._high).all()):  # False for NaN and ±inf too
+            inside = ((out >= self._low) & (out <= self._high)).all(axis=1)
             if accepted is None:
                 accepted, ids = list(range(len(out))), [None] * len(out)
-            for slot in np.flatnonzero(~finite):
-                failed.setdefault(accepted[slot], _InvalidError("non_finite", "a value beyond float32's range"))
+            for slot in np.flatnonzero(~inside):
+                index = accepted[slot]
+                failed.setdefault(index, self._value_fault(out[slot], consumed.values[index]))
         if failed:
-            assert accepted is not None  # failures come from _decode_each or the finite check above
+            assert accepted is not None  # failures come from _decode_each or the range check above
             keep = [slot for slot, index in enumerate(accepted) if index not in failed]
             if len(keep) < len(accepted):
                 kept = out[keep]
@@ -270,6 +304,41 @@ class EventDecoder:
         rejected = [Rejected(consumed.record(index), invalid.reason, invalid.detail)
                     for index, invalid in sorted(failed.items())]
         return self._assemble(out, consumed, accepted, ids), rejected
+
+    def _what(self, column: int) -> str:
+        """How a detail names a column: ``feature 'V1'``, or ``sample 17`` of a window."""
+        return f"sample {column}" if self.window_length is not None else f"feature {self.feature_names[column]!r}"
+
+    def _value_fault(self, row: np.ndarray, value: bytes | None) -> _InvalidError:
+        """Why a decoded float32 ``row`` ``(width,)`` is refused: its first value that is not
+        finite, or lies beyond the scaler's bound (the cold path: a few records at most)."""
+        outside = (row < self._low) | (row > self._high) | ~np.isfinite(row)
+        column = int(np.flatnonzero(outside)[0])
+        cast, what = float(row[column]), self._what(column)
+        if np.isnan(cast):
+            return _InvalidError("non_finite", f"{what} is NaN")
+        if np.isinf(cast):
+            written = self._written_number(value, column)
+            if written is None or written in ("Infinity", "-Infinity"):
+                return _InvalidError("non_finite", f"{what} is {'-' if cast < 0 else ''}Infinity")
+            limit = "float64" if math.isinf(float(written)) else "float32"
+            shown = written if len(written) <= 24 else f"{written[:12]}... ({len(written)} characters)"
+            return _InvalidError("non_finite", f"{what} = {shown} is beyond {limit}'s range")
+        assert self.scaler is not None  # without a scaler, every finite float32 is inside
+        mean, std = float(self.scaler[0][column]), float(self.scaler[1][column])
+        distance = abs(cast - mean) / std if std else math.inf
+        return _InvalidError("out_of_range", f"{what} = {cast:.4g} lies {distance:.3g} training standard "
+                                             f"deviations from its training mean {mean:.4g}; at most "
+                                             f"{MAX_STANDARD_DEVIATIONS:.0e} give a finite score")
+
+    def _written_number(self, value: bytes | None, column: int) -> str | None:
+        """The number a JSON record wrote at ``column``, as written (``1e39``, ``Infinity``),
+        or None for a binary record."""
+        if not value or value[:2] == BINARY_MAGIC:
+            return None
+        event = json.loads(value, parse_float=str, parse_int=str, parse_constant=str)
+        row = event[self.samples_field] if self.window_length is not None else event[self.feature_names[column]]
+        return str(row[column] if self.window_length is not None else row)
 
     def _well_formed_binary(self, values: list[bytes | None]) -> np.ndarray | None:
         """``(records, width)`` float32 values when every record is a well-formed binary
@@ -348,8 +417,7 @@ class EventDecoder:
                 out[:] = binary_values
         return out, accepted, ids, failed
 
-    @staticmethod
-    def _fill(out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _InvalidError],
+    def _fill(self, out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _InvalidError],
               slots: list[int] | None = None) -> None:
         """Write JSON rows into ``out`` (at ``slots``, default in order); a number too large
         even for float64 (a huge JSON integer) fails only its own record, as non-finite."""
@@ -365,7 +433,10 @@ class EventDecoder:
             try:
                 out[n if slots is None else slots[n]] = row
             except OverflowError:
-                failed[at[n]] = _InvalidError("non_finite", "a number beyond float64's range")
+                column = next(i for i, number in enumerate(row) if abs(number) > FLOAT32_MAX)
+                failed[at[n]] = _InvalidError("non_finite", f"{self._what(column)} is an integer of "
+                                                            f"{len(str(abs(row[column])))} digits, beyond "
+                                                            "float64's range")
 
     def _drop_non_numeric(self, at: list[int], rows: list[Sequence[Any]],
                           failed: dict[int, _InvalidError]) -> tuple[list[int], list[Sequence[Any]]]:

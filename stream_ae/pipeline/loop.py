@@ -19,7 +19,10 @@ and otherwise once N+1's output is sent. Its end-to-end latency is taken at the 
 last acknowledgement reached the client (:meth:`stream_ae.kafka.ends.Delivery.acknowledged_at`),
 not when the loop got round to settling it.
 A failed delivery rewinds the source to the first records of both batches (and the
-guarantee is told). Offsets are
+guarantee is told), unless every record that failed was refused for good (too large, topic
+not authorised): sending again cannot help, so those are counted and logged (once per
+topic and reason) and the batch is committed. A dead letter too large for a produce
+request goes as a reference (:func:`stream_ae.pipeline.alerts.dead_letter_record`). Offsets are
 committed only for partitions still owned: after a revocation, the new owner reads the
 revoked partitions' unsettled records again (at-least-once; the rebalance callback runs
 on kafka-python's I/O thread, where no blocking call is allowed).
@@ -34,9 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, Source
+from stream_ae.kafka.ends import BrokerUnreachableError, Delivery, DeliveryError, Sink, Source
+from stream_ae.kafka.options import ProducerTuning
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
-from stream_ae.pipeline.alerts import alert_records, dead_letter_headers, score_records
+from stream_ae.pipeline.alerts import alert_records, dead_letter_record, score_records
 from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee
 from stream_ae.pipeline.hot_swap import ServedModel
 from stream_ae.pipeline.ownership import PartitionOwnership, SavedThresholds
@@ -49,12 +53,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OutputTopics:
     """Where the loop writes: alerts and dead letters always; every score and the threshold
-    state when named."""
+    state when named; ``max_request_bytes``: the sink's largest record (bytes), beyond
+    which a dead letter goes as a reference."""
 
     alerts: str
     dead_letter: str
     scores: str | None = None
     state: str | None = None
+    max_request_bytes: int = ProducerTuning.max_request_bytes
 
 
 @dataclass
@@ -113,6 +119,7 @@ class Detector:
         self.timer = StageTimer(metrics.stage_seconds)
         self._in_flight: _InFlight | None = None
         self._committed_async: dict[PartitionKey, int] = {}
+        self._refusals_logged: set[tuple[str, str]] = set()
         ownership.on_release(self._release)
         self.serve(served)
 
@@ -134,8 +141,8 @@ class Detector:
         served, topics, sink, timer = self.served, self.topics, self.sink, self.timer
         timer.start()
         consumed = self.source.poll_batch()
-        if self.ownership.restoring:  # partitions were assigned during the poll
-            self.ownership.restore(served.threshold, served.identity.checkpoint_sha256)
+        if self.ownership.restoring and not self._restored(consumed):  # assigned during the poll
+            return 0
         timer.lap("poll")
         if not len(consumed):
             self._settle(None)
@@ -162,7 +169,7 @@ class Detector:
             for key, value in score_records(batch, scores, verdict, detected_at_ms, served.identity):
                 sink.send(topics.scores, key, value)
         for item in rejected:
-            sink.send(topics.dead_letter, item.record.key, item.record.value, dead_letter_headers(item))
+            sink.send(topics.dead_letter, *dead_letter_record(item, topics.max_request_bytes))
         next_offsets = consumed.next_offsets()
         if self.saved is not None:
             self._send_threshold_state(next_offsets)
@@ -172,6 +179,21 @@ class Detector:
         self.metrics.show_thresholds(batch.partitions, served.threshold.threshold)
         self._settle(sent)
         return len(consumed)
+
+    def _restored(self, consumed: ConsumedBatch) -> bool:
+        """Restore the saved thresholds of the newly assigned partitions. When the state
+        cannot be read (the broker went away), rewind ``consumed`` and pause: its records
+        come again, to be judged once the state has been read. Returns whether it was read."""
+        served = self.served
+        try:
+            self.ownership.restore(served.threshold, served.identity.checkpoint_sha256)
+        except BrokerUnreachableError as exc:
+            log.warning("saved thresholds not read, trying again: %s", exc)
+            if len(consumed):
+                self.source.rewind(consumed.first_offsets())
+            time.sleep(self.retry_backoff_s)
+            return False
+        return True
 
     def _send_threshold_state(self, next_offsets: dict[PartitionKey, int]) -> None:
         """Queue the state record of every partition in the batch, for the same acknowledgement."""
@@ -201,7 +223,7 @@ class Detector:
             return True
         metrics = self.metrics
         try:
-            settling.delivery.wait()
+            self._wait_counting_refusals(settling.delivery)
         except DeliveryError as exc:
             metrics.delivery_failures.inc()
             log.error("batch output not acknowledged, reading the batch again: %s", exc)
@@ -228,6 +250,27 @@ class Detector:
         for reason in settling.dead_letter_reasons:
             metrics.dead_lettered.labels(reason).inc()
         return True
+
+    def _wait_counting_refusals(self, delivery: Delivery) -> None:
+        """Wait for ``delivery``. A failure made only of records refused for good is not
+        raised (sending again cannot help): they are counted, and the first of each topic
+        and reason is logged.
+
+        Raises:
+            DeliveryError: some record failed that may pass when sent again.
+        """
+        try:
+            delivery.wait()
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise
+            for item in exc.refusals:
+                self.metrics.refused_records.labels(item.topic, item.reason).inc()
+                if (item.topic, item.reason) not in self._refusals_logged:
+                    self._refusals_logged.add((item.topic, item.reason))
+                    log.error("a record for %s was refused for good (%s) and is not sent again; later ones "
+                              "are counted in stream_ae_refused_records_total: %s", item.topic, item.reason,
+                              item.detail)
 
     def settle_before_leaving(self) -> None:
         """Settle the batch in flight, then commit every offset committed asynchronously

@@ -29,7 +29,11 @@ class SavedThresholds(Protocol):
     :class:`stream_ae.kafka.state_store.ThresholdStateStore`)."""
 
     def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int | str]]:
-        """The latest saved state of each of ``partitions`` that has one."""
+        """The latest saved state of each of ``partitions`` that has one.
+
+        Raises:
+            BrokerUnreachableError: the state could not be read.
+        """
         ...
 
     def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:
@@ -101,12 +105,17 @@ class PartitionOwnership:
     def restore(self, threshold: Threshold, checkpoint_sha256: str) -> None:
         """Start the threshold of each newly assigned (or :meth:`reread`) partition afresh:
         from its saved state, when the state was saved by the model in service
-        (``checkpoint_sha256``); else from the seed."""
+        (``checkpoint_sha256``); else from the seed.
+
+        Raises:
+            BrokerUnreachableError: the saved state could not be read; the partitions stay
+                waiting for it (not ready), to be restored by a later call.
+        """
         partitions = sorted(self._unrestored)
+        saved = self.saved.load(partitions) if self.saved is not None else {}
         self._unrestored.difference_update(partitions)
         for partition in partitions:
             threshold.forget(partition)
-        saved = self.saved.load(partitions) if self.saved is not None else {}
         for partition, state in saved.items():
             if state.get("checkpoint_sha256") == checkpoint_sha256:
                 threshold.restore(partition, state)

@@ -1,22 +1,35 @@
 """Configuration: pydantic models, one YAML file plus ``STREAM_AE_...`` environment overrides.
 
-Precedence, highest first: environment variables (``STREAM_AE_<SECTION>__<FIELD>``,
-e.g. ``STREAM_AE_CONSUMER__MAX_BATCH_SIZE=2048``), overrides given in code (the CLI's
-flags), the YAML file, the defaults below. Every value is validated when the settings are
-loaded, so a wrong value fails at start-up with a message that names the field.
+Precedence, highest first: overrides given in code (the CLI's flags), environment
+variables (``STREAM_AE_<SECTION>__<FIELD>``, e.g. ``STREAM_AE_CONSUMER__MAX_BATCH_SIZE=2048``;
+a list also as comma-separated text, ``STREAM_AE_TOPICS__INPUT=events,payments``), the YAML
+file, the defaults below. Every value is validated when the settings are loaded, so a
+wrong value fails at start-up with a one-line message that names the field.
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
-from stream_ae.kafka.options import Connection, ConsumerOptions, TransactionOptions
+from stream_ae.kafka.options import Connection, ConsumerOptions, ProducerTuning, TransactionOptions
+from stream_ae.model.device import DEVICE_PATTERN
 from stream_ae.model.kinds import EventKind
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 
@@ -35,6 +48,22 @@ def _text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def _listed(value: Any) -> Any:
+    """A list given as text (an environment variable): a JSON list, or comma-separated items."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"{value!r} is neither a JSON list nor comma-separated names") from None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# a list field the environment may give as "a,b" as well as '["a", "b"]'
+TextList = Annotated[list[str], NoDecode, BeforeValidator(_listed)]
+
+
 class KafkaSettings(_Section):
     """How to reach the cluster. Security fields pass straight through to the Kafka clients."""
 
@@ -50,6 +79,11 @@ class KafkaSettings(_Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    max_request_bytes: int = Field(
+        ProducerTuning.max_request_bytes, ge=1024, description="largest record the daemon produces "
+        "(bytes); keep it at or below the brokers' message.max.bytes and the output topics' "
+        "max.message.bytes: a dead letter beyond it is written as a reference, and a record the "
+        "broker refuses as too large is counted, not sent again")
 
     def connection(self) -> Connection:
         """The plain values the Kafka ends are built from (the password unwrapped, paths as str)."""
@@ -70,7 +104,7 @@ class TopicSettings(_Section):
     threshold; None keeps the state in memory only.
     """
 
-    input: list[str] = Field(default_factory=lambda: ["events"], min_length=1)
+    input: TextList = Field(default_factory=lambda: ["events"], min_length=1)
     alerts: str = "alerts"
     dead_letter: str = "events-dead-letter"
     scores: str | None = None
@@ -93,7 +127,7 @@ class ConsumerSettings(_Section):
     heartbeat_interval_ms: int = Field(3000, ge=100)
     fetch_max_wait_ms: int = Field(50, ge=0)
     max_partition_fetch_bytes: int = Field(4 * 1024 * 1024, gt=0)
-    static_partitions: list[str] | None = Field(
+    static_partitions: TextList | None = Field(
         None, description="'topic:partition' entries to read instead of joining a group "
         "rebalance; offsets are still committed under group_id")
 
@@ -172,7 +206,7 @@ class ModelSettings(_Section):
     """Which checkpoint to serve and where."""
 
     checkpoint: Path = Path("model.pt")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     compile: bool = Field(False, description="torch.compile the scoring step (CUDA graphs on cuda)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 runs the model under autocast; errors are taken in float32")
@@ -261,8 +295,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init_settings carries the YAML file's contents merged with code overrides
-        return (env_settings, init_settings)
+        # highest first; load_settings puts the file under the environment in init_settings
+        return (init_settings, env_settings)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -276,11 +310,20 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(error: ValidationError) -> str:
-    lines = []
+    """One line: ``invalid configuration: section.field: reason; ...``."""
+    faults = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {field}: {item['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        faults.append(f"{field}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(faults)
+
+
+def _environment() -> dict[str, Any]:
+    """The sections the ``STREAM_AE_...`` environment variables set."""
+    try:
+        return EnvSettingsSource(Settings)()
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc} (check the {ENV_PREFIX}... environment variables)") from None
 
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
@@ -288,12 +331,12 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
 
     Args:
         path: a YAML file whose top-level keys are the sections above; None for defaults.
-        overrides: section dictionaries that take precedence over the file (not over
-            the environment), e.g. ``consumer={"max_batch_size": 64}``.
+        overrides: section dictionaries that take precedence over the environment and
+            the file (the command line's flags), e.g. ``consumer={"max_batch_size": 64}``.
 
     Raises:
         ConfigError: the file is missing or not a mapping, or a value is invalid; the
-            message lists each offending field as ``section.field: reason``.
+            message, one line, lists each offending field as ``section.field: reason``.
 
     Example:
         >>> settings = load_settings(consumer={"max_batch_size": 64})
@@ -302,8 +345,7 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         >>> load_settings(threshold={"k": -1})
         Traceback (most recent call last):
         ...
-        stream_ae.service.config.ConfigError: invalid configuration:
-          threshold.k: Input should be greater than 0
+        stream_ae.service.config.ConfigError: invalid configuration: threshold.k: Input should be greater than 0
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -311,13 +353,13 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         try:
             loaded = yaml.safe_load(path.read_text())
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         data = loaded or {}
-    data = _merge(data, overrides)
+    data = _merge(_merge(data, _environment()), overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -3,9 +3,10 @@ shuts down cleanly.
 
 This is the one place that reads :class:`~stream_ae.service.config.Settings` into the
 plain values the pipeline's pieces take. Lifecycle of :meth:`Daemon.run`: start the
-metrics server, open the Kafka ends (sink, state store, source), freeze the start-up heap
-out of the garbage collector, then loop (swap the model if due, one micro-batch,
-housekeeping) until :meth:`Daemon.stop`; settle the batch in flight, commit, close.
+metrics server, open the Kafka ends (sink, state store, source) once the cluster answers
+(waiting for it, not ready, as long as it does not), freeze the start-up heap out of the
+garbage collector, then loop (swap the model if due, one micro-batch, housekeeping) until
+:meth:`Daemon.stop`; settle the batch in flight, commit, close.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from stream_ae.kafka.backends import make_sink, make_source, make_transactional_sink
-from stream_ae.kafka.ends import Sink, Source, TransactionalSink
+from stream_ae.kafka.backends import client_errors, make_sink, make_source, make_transactional_sink
+from stream_ae.kafka.ends import BrokerUnreachableError, Sink, Source, TransactionalSink
 from stream_ae.kafka.state_store import ThresholdStateStore
+from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from stream_ae.pipeline.alerts import ModelIdentity
 from stream_ae.pipeline.codec import REASONS, EventDecoder
@@ -34,6 +36,10 @@ from stream_ae.telemetry.health import HealthState, MetricsServer
 from stream_ae.telemetry.metrics import DetectorMetrics
 
 log = logging.getLogger(__name__)
+
+BROKER_PROBE_S = 3.0  # longest wait for the cluster to answer at start-up (seconds)
+BROKER_RETRY_S = 5.0  # pause between attempts while it does not (seconds)
+STILL_WAITING_LOG_S = 60.0  # seconds between reminders that the cluster still does not answer
 
 
 def freeze_long_lived_objects() -> None:
@@ -65,7 +71,8 @@ def serve(settings: Settings, checkpoint: Checkpoint) -> ServedModel:
     if model.compile:
         scorer.warm_up(settings.consumer.max_batch_size)
     decoder = EventDecoder(checkpoint.feature_names, checkpoint.window_length, events.id_field,
-                           events.samples_field, events.max_record_bytes, allocate=scorer.host_buffer)
+                           events.samples_field, events.max_record_bytes, allocate=scorer.host_buffer,
+                           scaler=(checkpoint.scaler_mean, checkpoint.scaler_std))
     k = starting_k(checkpoint.validation_errors, threshold.k, threshold.false_alarm_rate, threshold.scale)
     if threshold.false_alarm_rate is not None:
         log.info("threshold: k = %.3f flags %.2g%% of the validation scores (threshold.false_alarm_rate)",
@@ -135,10 +142,11 @@ class Daemon:
         connection = settings.kafka.connection()
         transactions = settings.transaction_options()
         if self.sink is None:
-            self.sink = (make_sink(settings.kafka.client, connection, settings.topics.outputs())
+            self.sink = (make_sink(settings.kafka.client, connection, settings.topics.outputs(),
+                                   settings.kafka.max_request_bytes)
                          if transactions is None else
                          make_transactional_sink(settings.kafka.client, connection, transactions,
-                                                 settings.topics.outputs()))
+                                                 settings.topics.outputs(), settings.kafka.max_request_bytes))
         if self.ownership.saved is None and settings.topics.state:
             self.ownership.saved = ThresholdStateStore(connection, settings.topics.state, settings.consumer.group_id,
                                                        read_committed=transactions is not None)
@@ -148,7 +156,8 @@ class Daemon:
                                       self.ownership.revoked_now)
         topics = settings.topics
         self.detector = Detector(self.source, self.sink, self.served,
-                                 OutputTopics(topics.alerts, topics.dead_letter, topics.scores, topics.state),
+                                 OutputTopics(topics.alerts, topics.dead_letter, topics.scores, topics.state,
+                                              settings.kafka.max_request_bytes),
                                  self.ownership, self.metrics, self.ownership.saved,
                                  guarantee=self._guarantee(self.source, self.sink))
         return self.detector
@@ -161,20 +170,57 @@ class Daemon:
             raise TypeError(f"delivery.guarantee exactly_once needs a transactional sink, not {type(sink).__name__}")
         return ExactlyOnce(source, sink, self.ownership)
 
+
+    def open_when_reachable(self) -> Detector | None:
+        """:meth:`open` once the cluster answers: until then (not ready, ``/readyz`` 503) try
+        again every :data:`BROKER_RETRY_S` seconds, saying so in one log line at first and
+        in a reminder every :data:`STILL_WAITING_LOG_S` seconds.
+
+        Returns:
+            The loop, or None when :meth:`stop` was called first.
+        """
+        servers = self.settings.kafka.bootstrap_servers
+        unreachable: tuple[type[Exception], ...] = (BrokerUnreachableError, *client_errors())
+        waiting_since: float | None = None
+        reminded = 0.0
+        while not self._stop.is_set():
+            self.health.tick()
+            try:
+                if self.source is None or self.sink is None:  # given ends need no cluster check
+                    probe_cluster(self.settings.kafka.connection(), BROKER_PROBE_S)
+                detector = self.open()
+            except unreachable as exc:
+                now = time.monotonic()
+                if waiting_since is None:
+                    waiting_since = reminded = now
+                    log.error("Kafka cluster at %s unreachable (%s); trying again every %.0f s, not ready "
+                              "meanwhile", servers, exc, BROKER_RETRY_S)
+                elif now - reminded >= STILL_WAITING_LOG_S:
+                    reminded = now
+                    log.warning("Kafka cluster at %s still unreachable after %.0f s (%s)", servers,
+                                now - waiting_since, exc)
+                self._stop.wait(BROKER_RETRY_S)
+                continue
+            if waiting_since is not None:
+                log.info("Kafka cluster at %s answers after %.0f s", servers, time.monotonic() - waiting_since)
+            return detector
+        return None
+
     def run(self) -> None:
         """Run until :meth:`stop`; then flush, leave the group and close the connections.
 
         Raises:
-            OSError: the metrics port is taken.
+            OSError: the metrics port cannot be bound (the message names it).
         """
         settings = self.settings
         log.info("settings: %s", settings.model_dump_json())  # secrets print as '**********'
         if settings.metrics.enabled:
-            self.server = MetricsServer(self.metrics.registry, self.health, settings.metrics.host,
-                                        settings.metrics.port).start()
+            self.server = self._metrics_server()
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, self.server.port)
         try:
-            detector = self.open()
+            detector = self.open_when_reachable()
+            if detector is None:
+                return
             assert self.source is not None
             housekeeping = Housekeeping(self.source, self.ownership, self.metrics)
             log.info("serving %s", self.served.checkpoint.describe())
@@ -195,6 +241,21 @@ class Daemon:
             if self.server is not None:
                 self.server.stop()
             log.info("stopped")
+
+
+    def _metrics_server(self) -> MetricsServer:
+        """The started metrics server.
+
+        Raises:
+            OSError: ``metrics.host:metrics.port`` cannot be bound; the message says which
+                setting to change.
+        """
+        metrics = self.settings.metrics
+        try:
+            return MetricsServer(self.metrics.registry, self.health, metrics.host, metrics.port).start()
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {metrics.host}:{metrics.port}: {exc.strerror or exc} "
+                          "(another process there? set metrics.port, 0 for any free port)") from exc
 
 
 class BackgroundDetector:

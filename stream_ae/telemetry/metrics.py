@@ -124,6 +124,10 @@ class DetectorMetrics:
         self.delivery_failures = Counter("stream_ae_delivery_failures_total",
                                          "Batches whose output the broker did not acknowledge "
                                          "(re-read, not committed)", registry=r)
+        self.refused_records = Counter("stream_ae_refused_records_total",
+                                       "Records the broker or the client refused for good (too large, "
+                                       "not authorised), by topic and reason: counted, not sent again",
+                                       ["topic", "reason"], registry=r)
         self.reconnects = Counter("stream_ae_broker_reconnects_total",
                                   "Times the broker connection came back after being lost",
                                   registry=r)

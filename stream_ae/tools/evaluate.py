@@ -2,7 +2,8 @@
 
 Given the file the checkpoint was trained on (same sha256), only the rows the training held
 out are scored (``checkpoint.training["split"]["test"]``: the unused normal rows and every
-anomaly); given any other file, every row. The events go through the daemon's own
+anomaly); given any other file, every row, with a warning (logged, and in the report):
+figures of a model on data other than its own are easily misread. The events go through the daemon's own
 :class:`~stream_ae.pipeline.scoring.autoencoder.AutoencoderScorer`, so the scores are those the detector would stream.
 
 Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
@@ -19,6 +20,7 @@ score is above it), and at the threshold with the best F1 on the evaluated rows
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ from stream_ae.model.datasets import LabelledDataset, load_dataset
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE, seeded_threshold, starting_k
 
+log = logging.getLogger(__name__)
+
 THRESHOLD_KS = (1, 2, 3)
 SCORE_BATCH = 8192  # events per forward pass
 
@@ -49,9 +53,17 @@ def evaluation_rows(checkpoint: Checkpoint, dataset: LabelledDataset) -> tuple[n
     Returns:
         int64 row indices ``(events,)`` and whether they are the held-out rows.
     """
-    if checkpoint.training.get("dataset_sha256") == dataset.sha256:
+    if checkpoint.dataset_sha256 == dataset.sha256:
         return np.asarray(checkpoint.training["split"]["test"], dtype=np.int64), True
     return np.arange(len(dataset.values), dtype=np.int64), False
+
+
+def other_data_warning(checkpoint: Checkpoint, checkpoint_path: Path | str, data_path: Path | str) -> str:
+    """The warning for a dataset file other than the one ``checkpoint`` was trained on."""
+    trained_on = checkpoint.training.get("dataset", "an unrecorded dataset")
+    digest = f"sha256 {checkpoint.dataset_sha256[:12]}" if checkpoint.dataset_sha256 else "no digest recorded"
+    return (f"{data_path} is not the file {checkpoint_path} was trained on ({trained_on}, {digest}): every row "
+            "is scored, and figures on data unlike the training data may mean little")
 
 
 def score_events(checkpoint: Checkpoint, values: np.ndarray, device: str = "auto") -> np.ndarray:
@@ -236,7 +248,7 @@ def _markdown(report: dict[str, Any]) -> str:
 - checkpoint: `{report['checkpoint']}` (sha256 `{report['checkpoint_sha256'][:12]}`), hyper-parameters `{json.dumps(report['hparams'])}`
 - data: `{report['data']}`, {which}: {report['events']:,} events, {report['anomalies']:,} anomalies
 - training: {training.get('epochs_run')} epochs in {training.get('wall_time_s', float('nan')):.1f} s, seed {training.get('seed')}
-
+{''.join(f"- **warning:** {warning}" + chr(10) for warning in report['warnings'])}
 | AUC-ROC | AUC-PR |
 |---|---|
 | {metrics['auc_roc']:.4f} | {metrics['auc_pr']:.4f} |
@@ -257,14 +269,16 @@ Thresholds: mean + k · std of the log score of the checkpoint's validation rows
 
 def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Path | str,
              label_column: str | None = None, device: str = "auto",
-             false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE, k: float = 3.0) -> dict[str, Any]:
+             ignore_non_numeric: bool = False, false_alarm_rate: float | None = DEFAULT_FALSE_ALARM_RATE,
+             k: float = 3.0) -> dict[str, Any]:
     """Score a labelled dataset with a checkpoint and write the report.
 
     ``false_alarm_rate`` and ``k`` are the daemon's ``threshold`` settings: they give the
     threshold it starts with, whose realised false-alarm rate the report gives.
 
     Writes ``report.json``, ``report.md`` and the PNG plots of :data:`PLOTS` into
-    ``report_dir`` (created if needed).
+    ``report_dir`` (created if needed). ``ignore_non_numeric``: as for
+    :func:`stream_ae.model.datasets.load_dataset`.
 
     Returns:
         The report as written to ``report.json`` (its ``metrics`` as in :func:`detection_metrics`).
@@ -275,13 +289,16 @@ def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Pat
         ValueError: the dataset is unlabelled, holds one class, or does not fit the model.
     """
     checkpoint = load_checkpoint(checkpoint_path)
-    dataset = load_dataset(data_path, label_column)
+    dataset = load_dataset(data_path, label_column, ignore_non_numeric=ignore_non_numeric)
     if dataset.labels is None:
         raise ValueError(f"{data_path}: evaluation needs a labelled dataset")
     if dataset.kind != checkpoint.kind or list(dataset.feature_names) != list(checkpoint.feature_names):
         raise ValueError(f"{data_path}: its {dataset.kind} events with {len(dataset.feature_names)} features do not "
                          f"fit {checkpoint.describe()}")
     rows, held_out = evaluation_rows(checkpoint, dataset)
+    warnings = [] if held_out else [other_data_warning(checkpoint, checkpoint_path, data_path)]
+    for warning in warnings:
+        log.warning("%s", warning)
     labels = dataset.labels[rows]
     scores = score_events(checkpoint, dataset.values[rows], device)
     metrics = detection_metrics(labels, scores, checkpoint.validation_errors,
@@ -294,6 +311,7 @@ def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Pat
         "held_out_rows": held_out, "events": int(len(rows)), "anomalies": int(labels.sum()),
         "error_mean": checkpoint.error_mean, "error_std": checkpoint.error_std,
         "training": {key: training[key] for key in ("seed", "epochs_run", "wall_time_s") if key in training},
+        "warnings": warnings,
         "metrics": metrics,
         "plots": dict(PLOTS),
     }

@@ -323,6 +323,29 @@ def test_a_refused_record_fails_its_batch_and_the_sink_goes_on(sinks, connection
     assert b"after" in [r.key for r in read_topic(connection, topic, None, timeout_s=20)]
 
 
+def test_a_record_over_the_sinks_limit_is_refused_for_good_and_the_rest_delivered(client, connection, topic_names):
+    """The sink's own limit (``max_request_bytes``), on any broker: the large record fails its
+    batch as a permanent refusal, the producer is kept, and the records around it arrive."""
+    topic = topic_names("scores")
+    ensure_topics(connection, {topic: 1})
+    sink = make_sink(client, connection, [topic], max_request_bytes=4096)
+    try:
+        producer = sink.producer  # type: ignore[attr-defined]
+        sink.send(topic, b"small-1", b"x")
+        sink.send(topic, b"large", b"x" * 8192)
+        sink.send(topic, b"small-2", b"y")
+        with pytest.raises(DeliveryError) as failed:
+            sink.seal().wait()
+        assert failed.value.permanent and failed.value.transient == 0
+        assert [(item.topic, item.reason) for item in failed.value.refusals] == [(topic, "record_too_large")]
+        assert sink.producer is producer, "a refusal alone does not replace the producer"  # type: ignore[attr-defined]
+        sink.send(topic, b"after", b"z")
+        assert sink.seal().wait() == 1
+    finally:
+        sink.close()
+    assert sorted(record.value for record in read_topic(connection, topic, 3)) == [b"x", b"y", b"z"]
+
+
 # -- the detector on each client: commit after acknowledgement, dead letters --------------------
 
 class CrashError(Exception):

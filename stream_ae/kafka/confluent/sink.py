@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, refusal
 from stream_ae.kafka.options import Connection, ProducerTuning, TransactionOptions
 from stream_ae.kafka.records import PartitionKey
 from stream_ae.kafka.transactions import TransactionalProducer
@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 REPORT_POLL_S = 0.05  # longest block of one Producer.poll on the reporting thread (seconds)
 
 
-def producer_config(connection: Connection) -> dict[str, Any]:
-    """librdkafka's settings of an idempotent ``acks=all`` producer (:class:`options.ProducerTuning`)."""
+def producer_config(connection: Connection,
+                    max_request_bytes: int = ProducerTuning.max_request_bytes) -> dict[str, Any]:
+    """librdkafka's settings of an idempotent ``acks=all`` producer (:class:`options.ProducerTuning`)
+    sending records of at most ``max_request_bytes``."""
     return {
         **connection.librdkafka(),
         "logger": log,
@@ -39,7 +41,7 @@ def producer_config(connection: Connection) -> dict[str, Any]:
         "enable.idempotence": ProducerTuning.idempotent,
         "linger.ms": ProducerTuning.linger_ms,
         "batch.size": ProducerTuning.batch_bytes,
-        "message.max.bytes": ProducerTuning.max_request_bytes,
+        "message.max.bytes": max_request_bytes,
     }
 
 
@@ -63,25 +65,27 @@ def _wait_for_reports() -> None:
 class _Tally:
     """Delivery reports of one batch of records.
 
-    ``sent`` is counted by the loop's thread and everything else by the sink's reporting
-    thread, so no field has two writers; the event is set once the batch is sealed and
-    every record has had its report (whichever thread sees that last sets it).
+    ``sent`` and ``refused_at_send`` are written by the loop's thread and everything else by
+    the sink's reporting thread, so no field has two writers; the event is set once the
+    batch is sealed and every record has had its report (whichever thread sees that last
+    sets it).
     """
 
-    __slots__ = ("sent", "answered", "failures", "acknowledged_at", "sealed", "all_answered")
+    __slots__ = ("sent", "refused_at_send", "answered", "failures", "acknowledged_at", "sealed", "all_answered")
 
     def __init__(self) -> None:
         self.sent = 0
+        self.refused_at_send: list[tuple[str, KafkaError]] = []  # (topic, error): refused by produce()
         self.answered = 0
-        self.failures: list[KafkaError] = []
+        self.failures: list[tuple[str, KafkaError]] = []  # (topic, error) of each record not acknowledged
         self.acknowledged_at = 0.0  # seconds since the epoch of the last acknowledgement
         self.sealed = False
         self.all_answered = threading.Event()
 
-    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report of one record (served on the reporting thread)."""
         if error is not None:
-            self.failures.append(error)
+            self.failures.append((message.topic() or "", error))
         else:
             self.acknowledged_at = time.time()
         self.answered += 1
@@ -127,7 +131,7 @@ class TallyDelivery(Delivery):
     def __init__(self, tally: _Tally, timeout_s: float, on_failure: Callable[[], None]) -> None:
         self.tally = tally
         self.timeout_s = timeout_s
-        self.on_failure = on_failure
+        self.on_failure = on_failure  # called for failures that may pass when sent again
 
     def done(self) -> bool:
         """See :meth:`ends.Delivery.done`."""
@@ -136,12 +140,19 @@ class TallyDelivery(Delivery):
     def wait(self) -> int:
         """See :meth:`ends.Delivery.wait`."""
         tally = self.tally
-        answered = tally.all_answered.wait(self.timeout_s)
-        if not answered or tally.failures:
-            self.on_failure()
-            first = tally.failures[0] if tally.failures else "no acknowledgement in time"
-            raise DeliveryError(f"{tally.sent - tally.answered + len(tally.failures)} of {tally.sent} "
-                                f"records not acknowledged: {first}")
+        tally.all_answered.wait(self.timeout_s)
+        failures = [*tally.refused_at_send, *tally.failures]  # the reporting thread may still append
+        unanswered = tally.sent - tally.answered
+        if unanswered > 0 or failures:
+            refusals = [found for found in (refusal(topic, error.code(), error.str()) for topic, error in failures)
+                        if found is not None]
+            transient = unanswered + len(failures) - len(refusals)
+            if transient:
+                self.on_failure()
+            first = failures[0][1] if failures else "no acknowledgement in time"
+            total = tally.sent + len(tally.refused_at_send)
+            raise DeliveryError(f"{unanswered + len(failures)} of {total} records not acknowledged: {first}",
+                                refusals, transient)
         return tally.sent
 
     def acknowledged_at(self) -> float:
@@ -161,17 +172,20 @@ class ConfluentSink(Sink):
         flush_timeout_s: longest wait for the acknowledgements of one batch (seconds).
         topics: the topics this sink writes to; taken for the same signature as
             :class:`KafkaSink`, librdkafka keeps the metadata of every topic it writes to.
+        max_request_bytes: bytes per record, at most (librdkafka's ``message.max.bytes``);
+            a larger record is refused (its batch's delivery fails with a refusal).
     """
 
     def __init__(self, connection: Connection, flush_timeout_s: float = 30.0,
-                 topics: Sequence[str] = ()) -> None:
+                 topics: Sequence[str] = (), max_request_bytes: int = ProducerTuning.max_request_bytes) -> None:
         self.connection = connection
         self.flush_timeout_s = flush_timeout_s
+        self.max_request_bytes = max_request_bytes
         self.tally = _Tally()
         self.producer, self.reports = self._new_producer()
 
     def _new_producer(self) -> tuple[Producer, _ReportServer]:
-        producer = Producer(producer_config(self.connection))
+        producer = Producer(producer_config(self.connection, self.max_request_bytes))
         reports = _ReportServer(producer)
         reports.start()
         return producer, reports
@@ -182,8 +196,11 @@ class ConfluentSink(Sink):
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record in the open batch; :meth:`seal` closes the batch."""
-        produce(self.producer, topic, key, value, headers, _wait_for_reports, on_delivery=self.tally.delivered)
+        """See :meth:`ends.Sink.send`."""
+        try:
+            produce(self.producer, topic, key, value, headers, _wait_for_reports, on_delivery=self.tally.delivered)
+        except KafkaException as exc:  # refused before it left (too large): fails the batch
+            self.tally.refused_at_send.append((topic, exc.args[0]))
         self.tally.sent += 1
 
     def seal(self) -> TallyDelivery:
@@ -217,8 +234,10 @@ class ConfluentTransactions(TransactionalProducer):
         KafkaException: the transaction coordinator could not be reached or refused the id.
     """
 
-    def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = ()) -> None:
-        self.producer = Producer({**producer_config(connection), "transactional.id": transactions.transactional_id,
+    def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = (),
+                 max_request_bytes: int = ProducerTuning.max_request_bytes) -> None:
+        self.producer = Producer({**producer_config(connection, max_request_bytes),
+                                  "transactional.id": transactions.transactional_id,
                                   "transaction.timeout.ms": transactions.timeout_ms,
                                   "retry.backoff.ms": ProducerTuning.transaction_retry_backoff_ms})
         self.producer.init_transactions()

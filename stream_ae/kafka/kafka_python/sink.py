@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, refusal
 from stream_ae.kafka.kafka_python.source import offsets_and_metadata
 from stream_ae.kafka.options import Connection, ProducerTuning, TransactionOptions
 from stream_ae.kafka.records import PartitionKey
@@ -30,18 +30,23 @@ class FutureDelivery(Delivery):
     """The acknowledgement of a batch sent with kafka-python: one future per record.
 
     Args:
-        futures: the records' futures, in send order.
+        futures: ``(topic, future)`` of the records, in send order.
         timeout_s: longest wait for the acknowledgements (seconds).
-        on_failure: called once before :meth:`wait` raises (the sink replaces its producer).
+        on_failure: called once before :meth:`wait` raises for a failure that may pass
+            when sent again (the sink replaces its producer); not for refusals alone.
+        refused_at_send: ``(topic, error)`` of the records the producer refused before
+            sending them (too large, or no metadata for the topic in time).
     """
 
-    def __init__(self, futures: list[FutureRecordMetadata], timeout_s: float,
-                 on_failure: Callable[[], None]) -> None:
+    def __init__(self, futures: list[tuple[str, FutureRecordMetadata]], timeout_s: float,
+                 on_failure: Callable[[], None],
+                 refused_at_send: Sequence[tuple[str, KafkaError]] = ()) -> None:
         self.futures = futures
         self.timeout_s = timeout_s
         self.on_failure = on_failure
+        self.refused_at_send = list(refused_at_send)
         self._last_acknowledged_at = time.time()
-        for future in futures:  # called on the producer's I/O thread as each answer arrives
+        for _, future in futures:  # called on the producer's I/O thread as each answer arrives
             future.add_callback(self._acknowledged)
 
     def _acknowledged(self, _metadata: object) -> None:
@@ -49,21 +54,32 @@ class FutureDelivery(Delivery):
 
     def done(self) -> bool:
         """See :meth:`Delivery.done`."""
-        return all(future.is_done for future in self.futures)
+        return all(future.is_done for _, future in self.futures)
 
     def wait(self) -> int:
         """See :meth:`Delivery.wait`."""
         deadline = time.monotonic() + self.timeout_s
-        failed: list[KafkaError] = []
-        for future in self.futures:
+        failed = list(self.refused_at_send)
+        for topic, future in self.futures:
             try:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
             except KafkaError as exc:  # refused, or KafkaTimeoutError
-                failed.append(exc)
+                failed.append((topic, exc))
         if failed:
-            self.on_failure()
-            raise DeliveryError(f"{len(failed)} of {len(self.futures)} records not acknowledged: {failed[0]}")
+            raise self._failure(failed)
         return len(self.futures)
+
+    def _failure(self, failed: list[tuple[str, KafkaError]]) -> DeliveryError:
+        """The error of a batch whose records in ``failed`` were not acknowledged; replaces the
+        producer unless every one of them was refused for good."""
+        refusals = [found for found in (refusal(topic, getattr(exc, "errno", None), str(exc))
+                                        for topic, exc in failed) if found is not None]
+        transient = len(failed) - len(refusals)
+        if transient:
+            self.on_failure()
+        total = len(self.futures) + len(self.refused_at_send)
+        return DeliveryError(f"{len(failed)} of {total} records not acknowledged: {failed[0][1]}",
+                             refusals, transient)
 
     def acknowledged_at(self) -> float:
         """See :meth:`Delivery.acknowledged_at`."""
@@ -109,13 +125,15 @@ def track_topics(producer: KafkaProducer, topics: Sequence[str]) -> None:
     sender.wakeup()
 
 
-def new_producer(connection: Connection, topics: Sequence[str], **more: object) -> KafkaProducer:
+def new_producer(connection: Connection, topics: Sequence[str],
+                 max_request_bytes: int = ProducerTuning.max_request_bytes, **more: object) -> KafkaProducer:
     """An idempotent ``acks=all`` producer (:class:`options.ProducerTuning`) partitioning as
     librdkafka does (:class:`Crc32Partitioner`), tracking ``topics`` (:func:`track_topics`).
 
     Args:
         connection: how to reach the cluster.
         topics: every topic the producer writes to.
+        max_request_bytes: the largest record it sends (bytes).
         more: further kafka-python producer settings (a ``transactional_id``).
     """
     producer = KafkaProducer(
@@ -125,7 +143,7 @@ def new_producer(connection: Connection, topics: Sequence[str], **more: object) 
         linger_ms=ProducerTuning.linger_ms,
         batch_size=ProducerTuning.batch_bytes,
         partitioner=Crc32Partitioner(),
-        max_request_size=ProducerTuning.max_request_bytes,
+        max_request_size=max_request_bytes,
         **more,
     )
     track_topics(producer, topics)
@@ -146,31 +164,43 @@ class KafkaSink(Sink):
         flush_timeout_s: longest wait for the acknowledgements of one batch (seconds).
         topics: the topics this sink writes to, tracked in the producer's metadata from the
             start (see :func:`track_topics`).
+        max_request_bytes: bytes per produce request, so per record, at most; a larger
+            record is refused (its batch's delivery fails with a refusal).
     """
 
     def __init__(self, connection: Connection, flush_timeout_s: float = 30.0,
-                 topics: Sequence[str] = ()) -> None:
+                 topics: Sequence[str] = (), max_request_bytes: int = ProducerTuning.max_request_bytes) -> None:
         self.connection = connection
         self.flush_timeout_s = flush_timeout_s
         self.topics = list(topics)
-        self.producer = new_producer(connection, self.topics)
-        self.pending: list = []
+        self.max_request_bytes = max_request_bytes
+        self.producer = self._new_producer()
+        self.pending: list[tuple[str, FutureRecordMetadata]] = []
+        self.refused_at_send: list[tuple[str, KafkaError]] = []
+
+    def _new_producer(self) -> KafkaProducer:
+        return new_producer(self.connection, self.topics, self.max_request_bytes)
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record in the open batch; :meth:`seal` closes the batch."""
-        self.pending.append(self.producer.send(topic, value=value, key=key,
-                                               headers=list(headers) if headers else None))
+        """See :meth:`ends.Sink.send`."""
+        try:
+            future = self.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None)
+        except KafkaError as exc:  # too large, or no metadata in max_block_ms: fails the batch
+            self.refused_at_send.append((topic, exc))
+            return
+        self.pending.append((topic, future))
 
     def seal(self) -> FutureDelivery:
         """Close the open batch (the records sent since the last call) and return its delivery."""
         pending, self.pending = self.pending, []
-        return FutureDelivery(pending, self.flush_timeout_s, self._replace_producer)
+        refused, self.refused_at_send = self.refused_at_send, []
+        return FutureDelivery(pending, self.flush_timeout_s, self._replace_producer, refused)
 
     def _replace_producer(self) -> None:
         with contextlib.suppress(KafkaError):
             self.producer.close(timeout=0)
-        self.producer = new_producer(self.connection, self.topics)
+        self.producer = self._new_producer()
 
     def close(self) -> None:
         """Flush what is queued and close the producer."""
@@ -191,8 +221,10 @@ class KafkaTransactions(TransactionalProducer):
         KafkaError: the transaction coordinator could not be reached or refused the id.
     """
 
-    def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = ()) -> None:
-        self.producer = new_producer(connection, topics, transactional_id=transactions.transactional_id,
+    def __init__(self, connection: Connection, transactions: TransactionOptions, topics: Sequence[str] = (),
+                 max_request_bytes: int = ProducerTuning.max_request_bytes) -> None:
+        self.producer = new_producer(connection, topics, max_request_bytes,
+                                     transactional_id=transactions.transactional_id,
                                      transaction_timeout_ms=transactions.timeout_ms,
                                      retry_backoff_ms=ProducerTuning.transaction_retry_backoff_ms)
         self.producer.init_transactions()

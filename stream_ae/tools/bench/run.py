@@ -94,7 +94,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         baseline = naive_baseline(bootstrap, topics.input, topics.alerts, checkpoint, options.baseline_seconds)
         results["per_event_baseline_eps"] = baseline
         if options.score_heads and checkpoint.score_head is not None \
-                and checkpoint.training.get("dataset_sha256") == dataset.sha256:
+                and checkpoint.dataset_sha256 == dataset.sha256:
             plain_path = Path(workdir) / "reconstruction.pt"
             save_checkpoint(without_memory_bank(checkpoint, dataset), plain_path)
             client = "confluent-kafka" if "confluent-kafka" in clients else clients[0]
