@@ -201,6 +201,7 @@ class ConfluentSink(Sink):
             produce(self.producer, topic, key, value, headers, _wait_for_reports, on_delivery=self.tally.delivered)
         except KafkaException as exc:  # refused before it left (too large): fails the batch
             self.tally.refused_at_send.append((topic, exc.args[0]))
+            return
         self.tally.sent += 1
 
     def seal(self) -> TallyDelivery:
