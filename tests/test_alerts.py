@@ -130,7 +130,7 @@ def test_dead_letter_detail_that_is_not_valid_unicode_is_replaced_not_raised():
 # -- the JSON schema of alerts and score records: never a null or non-finite number --------------
 
 COMMON_FIELDS = {"key": str, "topic": str, "partition": int, "offset": int, "event_id": (str, type(None)),
-                 "event_timestamp_ms": int, "detected_at_ms": int, "reconstruction_error": float,
+                 "event_timestamp_ms": int, "detected_at_ms": int, "score": float, "reconstruction_error": float,
                  "threshold": float, "zscore": float, "model": str, "checkpoint_sha256": str}
 ALERT_FIELDS = {**COMMON_FIELDS, "top_features": list}
 SCORE_FIELDS = {**COMMON_FIELDS, "anomaly": bool}
@@ -158,6 +158,7 @@ def assert_schema(record: dict, fields: dict) -> None:
 @given(data=st.data(), events=st.integers(1, 6), top=st.integers(1, 4))
 def test_alerts_and_score_records_carry_finite_numbers_whatever_the_scores(data, events, top):
     errors = data.draw(hnp.arrays(np.float32, events, elements=any_float32))
+    reconstruction = data.draw(hnp.arrays(np.float32, events, elements=any_float32))
     attribution = data.draw(hnp.arrays(np.float32, (events, 4), elements=any_float32))
     thresholds = data.draw(hnp.arrays(np.float64, events, elements=any_float))
     zscores = data.draw(hnp.arrays(np.float64, events, elements=any_float))
@@ -165,7 +166,8 @@ def test_alerts_and_score_records_carry_finite_numbers_whatever_the_scores(data,
     batch = Batch(np.zeros((events, 4), np.float32), [f"e{n}" if n % 2 else None for n in range(events)],
                   [("events", 0), ("events", 1)], np.arange(events, dtype=np.int32) % 2,
                   np.arange(events, dtype=np.int64) + 100, np.full(events, 1_000, np.int64))
-    scores = Scores(errors=errors, attribution=torch.from_numpy(attribution), top=top)
+    scores = Scores(score=errors, reconstruction_error=reconstruction, attribution=torch.from_numpy(attribution),
+                    top=top)
     verdict = Verdict(flags=flags, thresholds=thresholds, zscores=zscores)
 
     alerts = [strict_json(value) for _, value in alert_records(batch, scores, verdict, NAMES, DETECTED_AT_MS, MODEL)]
@@ -178,12 +180,13 @@ def test_alerts_and_score_records_carry_finite_numbers_whatever_the_scores(data,
             assert isinstance(feature["error"], float) and math.isfinite(feature["error"])
     records = [strict_json(value) for _, value in score_records(batch, scores, verdict, DETECTED_AT_MS, MODEL)]
     assert len(records) == events
-    for record, error in zip(records, errors.tolist()):
+    for record, score, error in zip(records, errors.tolist(), reconstruction.tolist()):
         assert_schema(record, SCORE_FIELDS)
-        if math.isfinite(error):
-            assert record["reconstruction_error"] == error, "a finite score is written as it is"
-        else:
-            assert abs(record["reconstruction_error"]) == FLOAT32_MAX
+        for name, value in (("score", score), ("reconstruction_error", error)):
+            if math.isfinite(value):
+                assert record[name] == value, "a finite number is written as it is"
+            else:
+                assert abs(record[name]) == FLOAT32_MAX
 
 
 # -- dead letters that do not fit in a produce request ---------------------------------------------

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import orjson
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_ae.model.checkpoint import Checkpoint
+from stream_ae.model.memory_bank import fit_memory_bank
 from stream_ae.pipeline.codec import MAX_STANDARD_DEVIATIONS, REASONS, EventDecoder, encode_binary, encode_event
 from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
 from tests.helpers import FEATURES, FakeRecord, decode, tiny_checkpoint
@@ -141,7 +145,7 @@ any_number = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.inte
 
 @settings(max_examples=200, deadline=None)
 @given(rows=st.lists(st.tuples(any_number, any_number, any_number), min_size=1, max_size=8),
-       model=st.sampled_from(["simple", "deep", "sparse", "denoising"]))
+       model=st.sampled_from(["simple", "deep", "sparse", "denoising", "deep-memory-bank"]))
 def test_whatever_the_numbers_every_event_decoded_gets_a_finite_score(rows, model):
     checkpoint = SCORING_CHECKPOINTS[model]
     decoder = EventDecoder(FEATURES, None, scaler=(checkpoint.scaler_mean, checkpoint.scaler_std))
@@ -151,10 +155,19 @@ def test_whatever_the_numbers_every_event_decoded_gets_a_finite_score(rows, mode
     assert {item.reason for item in rejected} <= {"non_finite", "out_of_range"}
     if len(batch):
         scores = SCORERS[model].score(batch.values)
-        assert np.isfinite(scores.errors).all(), (batch.values, scores.errors)
+        assert np.isfinite(scores.score).all(), (batch.values, scores.score)
+        assert np.isfinite(scores.reconstruction_error).all(), (batch.values, scores.reconstruction_error)
         assert np.isfinite(scores.top_features(np.arange(len(batch)))[1]).all()
+
+
+def _with_memory_bank(checkpoint: Checkpoint) -> Checkpoint:
+    """``checkpoint`` scoring by a memory bank (the default score) of 200 random normal rows."""
+    normal = torch.randn(250, checkpoint.input_dim, generator=torch.Generator().manual_seed(1))
+    bank = fit_memory_bank(checkpoint.build(), normal[:200], normal[200:])
+    return dataclasses.replace(checkpoint, score_head=bank.state())
 
 
 SCORING_CHECKPOINTS = {model: tiny_checkpoint(FEATURES, seed=1, model_name=model)
                        for model in ("simple", "deep", "sparse", "denoising")}
+SCORING_CHECKPOINTS["deep-memory-bank"] = _with_memory_bank(SCORING_CHECKPOINTS["deep"])
 SCORERS = {model: AutoencoderScorer(checkpoint, "cpu") for model, checkpoint in SCORING_CHECKPOINTS.items()}
