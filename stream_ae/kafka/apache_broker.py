@@ -263,11 +263,24 @@ class ApacheKafkaCluster:
                                       f"{(formatted.stdout + formatted.stderr).strip()[-2000:]}")
             for node in self.node_ids:
                 self._launch(node)
-            self.wait_until_serving(timeout_s)
+            try:
+                self.wait_until_serving(timeout_s)
+            except BrokerError as error:  # quote the logs before stop() deletes them
+                raise BrokerError(f"{error}; from the logs: {self._log_tails()}") from error
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _log_tails(self, lines: int = 2) -> str:
+        """Each node's last ERROR lines (its last lines where it logged none)."""
+        tails = []
+        for node in self.node_ids:
+            path = self.log_path(node)
+            text = path.read_text(errors="replace").splitlines() if path.is_file() else ["(no log)"]
+            errors = [line for line in text if " ERROR " in line]
+            tails.append(f"node {node}: " + " | ".join((errors or text)[-lines:])[:600])
+        return "; ".join(tails)
 
     def wait_until_serving(self, timeout_s: float = 90.0) -> None:
         """Wait until every running node is registered and answers a metadata request.

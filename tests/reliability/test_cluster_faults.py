@@ -19,7 +19,7 @@ record of the input topic scored or dead-lettered, every flagged score alerted, 
 malformed record dead-lettered, every event the producer had acknowledged in the topic.
 An event is lost when a record of the input topic was neither scored nor dead-lettered,
 or when the producer had it acknowledged and no score carries its id. The module ends with
-the table of all runs. Reproduce (about 5 minutes)::
+the table of all runs. Reproduce (about 3 minutes)::
 
     STREAM_AE_TEST_BROKER=apache python -m pytest -s -m cluster tests/reliability/test_cluster_faults.py
 """
