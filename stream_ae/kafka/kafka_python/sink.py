@@ -71,11 +71,13 @@ class FutureDelivery(Delivery):
 
     def _failure(self, failed: list[tuple[str, KafkaError]]) -> DeliveryError:
         """The error of a batch whose records in ``failed`` were not acknowledged; replaces the
-        producer unless every one of them was refused for good."""
+        producer unless every one of them was refused for good before it left. A refusal
+        from the broker replaces it too: kafka-python's idempotent producer takes a broker's
+        MESSAGE_TOO_LARGE as fatal and aborts every batch after it (seen on Apache Kafka 4.4)."""
         refusals = [found for found in (refusal(topic, getattr(exc, "errno", None), str(exc))
                                         for topic, exc in failed) if found is not None]
         transient = len(failed) - len(refusals)
-        if transient:
+        if transient or len(failed) > len(self.refused_at_send):
             self.on_failure()
         total = len(self.futures) + len(self.refused_at_send)
         return DeliveryError(f"{len(failed)} of {total} records not acknowledged: {failed[0][1]}",
