@@ -33,7 +33,21 @@ def test_the_distance_is_the_mean_of_the_k_nearest_euclidean_distances(fitted, m
     queries = torch.randn(50, bank.rows.shape[1])
     expected = brute_force(bank.rows.numpy(), queries.numpy(), bank.k)
     np.testing.assert_allclose(bank.distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
-    monkeypatch.setattr(memory_bank, "_BLOCK_ELEMENTS", bank.rows.shape[0] * 7)  # blocks of 7 events
+    monkeypatch.setattr(memory_bank, "_CPU_BLOCK_ELEMENTS", 256 * 7)  # blocks of 7 events (240 rows pad to 256)
+    np.testing.assert_allclose(bank.distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1000, 1024, 65 * 5 + 1])
+def test_the_block_wise_top_k_of_a_large_bank_finds_the_same_neighbours_as_brute_force(fitted, rows):
+    # banks of more than k blocks of 64 rows take the two-pass top-k; neighbours bunched in
+    # one block (the queries are copies of bank rows, nudged) and spread over several
+    _, _, _, small = fitted
+    generator = torch.Generator().manual_seed(rows)
+    bank_rows = torch.randn(rows, small.rows.shape[1], generator=generator)
+    bank = MemoryBank(small.embedding, bank_rows, k=5)
+    queries = torch.cat([torch.randn(40, bank_rows.shape[1], generator=generator),
+                         bank_rows[130:170] + 1e-3 * torch.randn(40, bank_rows.shape[1], generator=generator)])
+    expected = brute_force(bank_rows.numpy(), queries.numpy(), 5)
     np.testing.assert_allclose(bank.distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 

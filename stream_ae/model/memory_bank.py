@@ -35,9 +35,13 @@ import torch
 
 from stream_ae.model.autoencoders import Autoencoder
 
-# Elements of the (events, rows) distance block computed at once: 16 Mi float32 = 64 MiB.
+# Elements of the (events, rows) ranking block computed at once: 16 Mi float32 (64 MiB) on
+# a GPU; 1 Mi (4 MiB, near the CPU's caches) on the CPU, measured twice as fast there.
 _BLOCK_ELEMENTS = 1 << 24
+_CPU_BLOCK_ELEMENTS = 1 << 20
 _SCORE_BATCH = 8192
+# Bank rows per block of the top-k's first pass (see MemoryBank.distance).
+_RANK_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,15 @@ class MemoryBank:
     def __init__(self, embedding: Embedding, rows: torch.Tensor, k: int) -> None:
         self.embedding = embedding
         self.rows = rows
-        self.row_norms = (rows * rows).sum(dim=1)
         self.k = min(int(k), len(rows))
+        # ranking columns [-2b; |b|²] (an event is [q; 1]), so that one product gives
+        # |b|² - 2 q·b; in whole blocks of _RANK_BLOCK rows, padded with columns [0; +inf]
+        # that are never among the nearest
+        blocks = -(-len(rows) // _RANK_BLOCK)
+        padding = blocks * _RANK_BLOCK - len(rows)
+        norms = torch.cat([(rows * rows).sum(dim=1), rows.new_full((padding,), float("inf"))])
+        scaled = torch.cat([-2 * rows, rows.new_zeros(padding, rows.shape[1])])
+        self._ranking = torch.cat([scaled, norms[:, None]], dim=1).T.contiguous()
 
     def to(self, device: torch.device | str) -> MemoryBank:
         """A copy with every tensor on ``device``."""
@@ -137,15 +148,35 @@ class MemoryBank:
 
     def distance(self, embedded: torch.Tensor) -> torch.Tensor:
         """Mean distance of each embedded event ``(batch, width)`` to its ``k`` nearest bank
-        rows, ``(batch,)`` float32; computed in blocks of at most 16 Mi distances."""
-        chunk = max(1, _BLOCK_ELEMENTS // len(self.rows))
+        rows, ``(batch,)`` float32.
+
+        The nearest rows are ranked by ``|b|² - 2 q·b`` (``|q|²`` is the same for every
+        row): one matrix product per block of events (4 MiB of rankings on the CPU, 64 MiB
+        on a GPU). The ``k`` nearest lie in the ``k`` blocks of 64 bank rows with the
+        smallest minima (a block outside them has ``k`` smaller values in other blocks), so
+        the top-k runs over those ``k · 64`` candidates instead of the whole bank (a third
+        of the whole top-k's time on one CPU thread, 4,096 events × 13,328 rows). Their
+        distances are then computed directly, free of the expansion's cancellation, so a
+        score does not depend on its batch.
+        """
+        padded_rows = self._ranking.shape[1]
+        blocks = padded_rows // _RANK_BLOCK
+        elements = _BLOCK_ELEMENTS if embedded.device.type == "cuda" else _CPU_BLOCK_ELEMENTS
+        chunk = max(1, elements // padded_rows)
+        extended = torch.cat([embedded, embedded.new_ones(len(embedded), 1)], dim=1)
         parts = []
         for start in range(0, len(embedded), chunk):
             query = embedded[start:start + chunk]
-            # the k nearest by |b|² - 2 q·b (|q|² is the same for every row), one matrix product;
-            # then their distances computed directly, free of that expansion's cancellation
-            ranking = torch.addmm(self.row_norms, query, self.rows.T, alpha=-2)
-            nearest = torch.topk(ranking, self.k, dim=1, largest=False, sorted=False).indices
+            ranking = extended[start:start + chunk] @ self._ranking
+            if blocks > self.k:
+                by_block = ranking.view(len(query), blocks, _RANK_BLOCK)
+                chosen = torch.topk(by_block.amin(dim=2), self.k, dim=1, largest=False, sorted=False).indices
+                candidates = torch.gather(by_block, 1, chosen[:, :, None].expand(-1, -1, _RANK_BLOCK))
+                best = torch.topk(candidates.reshape(len(query), -1), self.k, dim=1, largest=False,
+                                  sorted=False).indices
+                nearest = chosen.gather(1, best // _RANK_BLOCK) * _RANK_BLOCK + best % _RANK_BLOCK
+            else:
+                nearest = torch.topk(ranking, self.k, dim=1, largest=False, sorted=False).indices
             parts.append((self.rows[nearest] - query[:, None, :]).norm(dim=2).mean(dim=1))
         return torch.cat(parts) if parts else embedded.new_empty(0)
 
