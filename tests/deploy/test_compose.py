@@ -175,6 +175,10 @@ def test_detector_settings_in_the_container(compose, monkeypatch):
     assert str(settings.model.checkpoint) == "/models/model.pt"
     assert settings.model.device == "cuda"
     assert any(dst == "/models" for dst in mounts.values())
+    # a dead letter larger than the broker takes goes as a reference instead of being refused
+    # (Apache Kafka's message.max.bytes is 1 MiB + 12 bytes unless the stack sets it)
+    kafka = compose["services"]["kafka"]["environment"]
+    assert settings.kafka.max_request_bytes <= int(kafka.get("KAFKA_MESSAGE_MAX_BYTES", 1048588))
 
     prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "stream-ae")
