@@ -82,6 +82,15 @@ def test_every_dead_letter_reason_and_reload_result_has_a_series_from_the_start(
     assert value("stream_ae_model_reloads_total", {"result": "refused"}) == 0
 
 
+def test_every_output_topic_and_refusal_reason_has_a_series_from_the_start():
+    metrics = DetectorMetrics(refusals=(["alerts", "dead"], ["record_too_large", "topic_authorization_failed"]))
+    value = metrics.registry.get_sample_value
+    for topic in ("alerts", "dead"):
+        for reason in ("record_too_large", "topic_authorization_failed"):
+            assert value("stream_ae_refused_records_total", {"topic": topic, "reason": reason}) == 0
+    assert value("stream_ae_refused_records_total", {"topic": "events", "reason": "record_too_large"}) is None
+
+
 def test_show_thresholds_sets_one_gauge_per_partition_and_forget_partitions_drops_them():
     metrics = DetectorMetrics()
     value = metrics.registry.get_sample_value

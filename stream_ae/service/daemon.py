@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from stream_ae.kafka.backends import client_errors, make_sink, make_source, make_transactional_sink
-from stream_ae.kafka.ends import BrokerUnreachableError, Sink, Source, TransactionalSink
+from stream_ae.kafka.ends import PERMANENT_REFUSALS, BrokerUnreachableError, Sink, Source, TransactionalSink
 from stream_ae.kafka.state_store import ThresholdStateStore
 from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -112,7 +112,9 @@ class Daemon:
                  source: Source | None = None, sink: Sink | None = None,
                  saved: SavedThresholds | None = None) -> None:
         self.settings = settings
-        self.metrics = DetectorMetrics(REASONS)
+        topics = settings.topics
+        outputs = [t for t in (topics.alerts, topics.dead_letter, topics.scores, topics.state) if t]
+        self.metrics = DetectorMetrics(REASONS, (outputs, sorted(set(PERMANENT_REFUSALS.values()))))
         self.health = HealthState()
         self.served = serve(settings, checkpoint or load_checkpoint(settings.model.checkpoint))
         self.hot_swap = HotSwap(settings.model.checkpoint, settings.model.reload_check_s,

@@ -86,9 +86,13 @@ class DetectorMetrics:
     Args:
         dead_letter_reasons: every reason a record can be dead-lettered for; each gets its
             series at zero from the start, so that a rate over it is defined.
+        refusals: ``(output topics, reasons)``: every topic the detector writes and every
+            reason the broker can refuse a record for good; each pair gets its
+            ``stream_ae_refused_records_total`` series at zero from the start, likewise.
     """
 
-    def __init__(self, dead_letter_reasons: Sequence[str] = ()) -> None:
+    def __init__(self, dead_letter_reasons: Sequence[str] = (),
+                 refusals: tuple[Sequence[str], Sequence[str]] = ((), ())) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
@@ -128,6 +132,9 @@ class DetectorMetrics:
                                        "Records the broker or the client refused for good (too large, "
                                        "not authorised), by topic and reason: counted, not sent again",
                                        ["topic", "reason"], registry=r)
+        for topic in refusals[0]:
+            for reason in refusals[1]:
+                self.refused_records.labels(topic, reason)
         self.reconnects = Counter("stream_ae_broker_reconnects_total",
                                   "Times the broker connection came back after being lost",
                                   registry=r)
