@@ -88,7 +88,8 @@ def read_topic(connection: Connection, topic: str, expected: int | None = None,
             still open (``isolation.level=read_committed``, KIP-98).
 
     Returns:
-        The records, partition by partition in offset order.
+        The records in the order the polls returned them: each partition's in offset
+        order, the partitions interleaved (sort by ``(partition, offset)`` for more).
 
     Raises:
         KafkaError: no broker answered within ``timeout_s``.
