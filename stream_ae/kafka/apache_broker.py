@@ -149,8 +149,13 @@ def fetch_jars(version: str | None = None, timeout_s: float = 900.0) -> Path:
 
 
 def cluster_id() -> str:
-    """A fresh KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as ``Uuid.randomUuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A fresh KRaft cluster id: 16 random bytes, URL-safe base64 without padding, drawn
+    again while it starts with ``-`` (as Kafka's ``Uuid.randomUuid``: one id in 64 would
+    otherwise be read as an option by ``kafka-storage format -t``)."""
+    while True:
+        identity = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not identity.startswith("-"):
+            return identity
 
 
 class ApacheKafkaCluster:
