@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import load_dataset
-from stream_ae.model.device import DEVICE_PATTERN
+from stream_ae.model.device import device_name_fault
 from stream_ae.model.memory_bank import BankOptions
 from stream_ae.model.training import SCORES, TrainingOptions
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
@@ -74,8 +73,8 @@ def at_least(low: float, kind: Callable[[str], Any] = int, above: bool = False) 
 
 def device_name(text: str) -> str:
     """An argparse ``type``: a device the model can run on (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
-    if not re.match(DEVICE_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda or cuda:N")
+    if fault := device_name_fault(text):
+        raise argparse.ArgumentTypeError(fault)
     return text
 
 

@@ -61,6 +61,17 @@ def refusal(topic: str, code: int | None, detail: str) -> Refusal | None:
     return None if reason is None else Refusal(topic, reason, detail)
 
 
+def refusals_among(failures: Sequence[tuple[str, int | None, str]]) -> list[Refusal]:
+    """The refusals for good among failed records ``(topic, Kafka error code, detail)``
+    (see :func:`refusal`); the other failures may pass when sent again.
+
+    Example:
+        >>> [r.reason for r in refusals_among([("alerts", 10, "too large"), ("alerts", 7, "timed out")])]
+        ['record_too_large']
+    """
+    return [found for found in (refusal(*failure) for failure in failures) if found is not None]
+
+
 class DeliveryError(RuntimeError):
     """The broker did not acknowledge every record of a batch.
 

@@ -84,11 +84,16 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DatasetError(f"{path}: cannot be read as {suffix.lstrip('.')}: {exc}") from exc
 
 
-def _numeric(frame: pd.DataFrame, columns: list[str], path: Path, what: str, hint: str = "") -> None:
-    """Refuse ``columns`` of ``frame`` that are not numbers (naming them, then ``hint``)."""
+def _is_number_column(frame: pd.DataFrame, column: object) -> bool:
+    """Whether ``frame[column]`` holds numbers (booleans are not)."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-    text = [str(c) for c in columns if not is_numeric_dtype(frame[c]) or is_bool_dtype(frame[c])]
+    return is_numeric_dtype(frame[column]) and not is_bool_dtype(frame[column])
+
+
+def _numeric(frame: pd.DataFrame, columns: list[str], path: Path, what: str, hint: str = "") -> None:
+    """Refuse ``columns`` of ``frame`` that are not numbers (naming them, then ``hint``)."""
+    text = [str(c) for c in columns if not _is_number_column(frame, c)]
     if text:
         raise DatasetError(f"{path}: {what} {', '.join(map(repr, text[:10]))} "
                            f"{'is' if len(text) == 1 else 'are'} not numeric{hint}")
@@ -141,9 +146,7 @@ def _from_frame(frame: pd.DataFrame, path: Path, sha: str, label_column: str | N
                            f"{', '.join(map(str, columns[:10]))}{', ...' if len(columns) > 10 else ''}")
     features = [c for c in columns if c != label_column]
     if ignore_non_numeric:
-        from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-        features = [c for c in features if is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c])]
+        features = [c for c in features if _is_number_column(frame, c)]
     else:
         _numeric(frame, features, path, "column", "; pass --ignore-non-numeric to leave such columns out")
     labels = _labels(frame, label_column, path) if label_column is not None else None

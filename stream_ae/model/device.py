@@ -9,6 +9,16 @@ import torch
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # the device names a setting or flag accepts
 
 
+def device_name_fault(name: str) -> str | None:
+    """Why ``name`` is not a device name a setting or flag accepts, or None when it is.
+
+    Example:
+        >>> device_name_fault("cuda:1") is None, device_name_fault("banana")
+        (True, "'banana' is not one of auto, cpu, cuda or cuda:N")
+    """
+    return None if re.match(DEVICE_PATTERN, name) else f"{name!r} is not one of auto, cpu, cuda or cuda:N"
+
+
 def resolve_device(name: str) -> torch.device:
     """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a torch device.
 
@@ -17,8 +27,8 @@ def resolve_device(name: str) -> torch.device:
     Raises:
         ValueError: a name other than those, or CUDA asked for and none is available.
     """
-    if not re.match(DEVICE_PATTERN, name):
-        raise ValueError(f"device {name!r} is not one of auto, cpu, cuda or cuda:N")
+    if fault := device_name_fault(name):
+        raise ValueError(f"device {fault}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -182,7 +182,11 @@ class MemoryBank:
 
     def score(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(batch,)`` of standardised events ``x (batch, d)`` through ``model``."""
-        code, reconstruction = model.represent(x)
+        return self.score_represented(x, *model.represent(x))
+
+    def score_represented(self, x: torch.Tensor, code: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Scores ``(batch,)`` of standardised events ``x (batch, d)`` whose ``code`` and
+        ``reconstruction`` the model gave already (:meth:`Autoencoder.represent`)."""
         return self.distance(self.embedding(x, code, reconstruction))
 
     def state(self) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
-from stream_ae.model.device import DEVICE_PATTERN, resolve_device
+from stream_ae.model.device import device_name_fault, resolve_device
 from stream_ae.model.memory_bank import BankOptions, MemoryBank, fit_memory_bank
 
 SCORES = ("memory-bank", "reconstruction")
@@ -69,8 +68,8 @@ class TrainingOptions:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise ValueError(f"learning_rate must be a positive number, not {self.learning_rate}")
-        if not re.match(DEVICE_PATTERN, self.device):
-            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda or cuda:N")
+        if fault := device_name_fault(self.device):
+            raise ValueError(f"device {fault}")
         if self.score not in SCORES:
             raise ValueError(f"unknown score {self.score!r}; choose one of {list(SCORES)}")
 

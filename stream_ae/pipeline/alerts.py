@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -92,9 +93,9 @@ def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verd
     return out
 
 
-def finite(numbers: np.ndarray) -> list[float]:
-    """``numbers`` as a list of finite floats: ±Infinity as ± the largest float32, NaN as
-    the largest float32 (orjson would write them as ``null``).
+def finite(numbers: np.ndarray) -> list[Any]:
+    """``numbers`` (any shape) as (nested) lists of finite floats: ±Infinity as ± the largest
+    float32, NaN as the largest float32 (orjson would write them as ``null``).
 
     Example:
         >>> finite(np.array([1.5, np.inf, -np.inf, np.nan])) == [1.5, FLOAT32_MAX, -FLOAT32_MAX, FLOAT32_MAX]
@@ -115,7 +116,7 @@ def alert_records(batch: Batch, scores: Scores, verdict: Verdict, attribution_na
     top_index, top_error = scores.top_features(flagged)
     out = []
     for alert, features, errors in zip(_common_fields(batch, flagged, scores, verdict, detected_at_ms, model),
-                                       top_index.tolist(), (finite(row) for row in np.asarray(top_error))):
+                                       top_index.tolist(), finite(top_error)):
         alert["top_features"] = [{"name": attribution_names[feature], "error": error}
                                  for feature, error in zip(features, errors)]
         out.append((alert["key"].encode(), orjson.dumps(alert)))

@@ -112,9 +112,7 @@ class Daemon:
                  source: Source | None = None, sink: Sink | None = None,
                  saved: SavedThresholds | None = None) -> None:
         self.settings = settings
-        topics = settings.topics
-        outputs = [t for t in (topics.alerts, topics.dead_letter, topics.scores, topics.state) if t]
-        self.metrics = DetectorMetrics(REASONS, (outputs, sorted(set(PERMANENT_REFUSALS.values()))))
+        self.metrics = DetectorMetrics(REASONS, (settings.topics.outputs(), sorted(set(PERMANENT_REFUSALS.values()))))
         self.health = HealthState()
         self.served = serve(settings, checkpoint or load_checkpoint(settings.model.checkpoint))
         self.hot_swap = HotSwap(settings.model.checkpoint, settings.model.reload_check_s,
@@ -171,7 +169,6 @@ class Daemon:
         if not isinstance(sink, TransactionalSink):
             raise TypeError(f"delivery.guarantee exactly_once needs a transactional sink, not {type(sink).__name__}")
         return ExactlyOnce(source, sink, self.ownership)
-
 
     def open_when_reachable(self) -> Detector | None:
         """:meth:`open` once the cluster answers: until then (not ready, ``/readyz`` 503) try
@@ -243,7 +240,6 @@ class Daemon:
             if self.server is not None:
                 self.server.stop()
             log.info("stopped")
-
 
     def _metrics_server(self) -> MetricsServer:
         """The started metrics server.

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, refusal
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, refusals_among
 from stream_ae.kafka.options import Connection, ProducerTuning, TransactionOptions
 from stream_ae.kafka.records import PartitionKey
 from stream_ae.kafka.transactions import TransactionalProducer
@@ -144,8 +144,7 @@ class TallyDelivery(Delivery):
         failures = [*tally.refused_at_send, *tally.failures]  # the reporting thread may still append
         unanswered = tally.sent - tally.answered
         if unanswered > 0 or failures:
-            refusals = [found for found in (refusal(topic, error.code(), error.str()) for topic, error in failures)
-                        if found is not None]
+            refusals = refusals_among([(topic, error.code(), error.str()) for topic, error in failures])
             transient = unanswered + len(failures) - len(refusals)
             if transient:
                 self.on_failure()

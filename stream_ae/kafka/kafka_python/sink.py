@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 
-from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, refusal
+from stream_ae.kafka.ends import Delivery, DeliveryError, Sink, refusals_among
 from stream_ae.kafka.kafka_python.source import offsets_and_metadata
 from stream_ae.kafka.options import Connection, ProducerTuning, TransactionOptions
 from stream_ae.kafka.records import PartitionKey
@@ -74,8 +74,7 @@ class FutureDelivery(Delivery):
         producer unless every one of them was refused for good before it left. A refusal
         from the broker replaces it too: kafka-python's idempotent producer takes a broker's
         MESSAGE_TOO_LARGE as fatal and aborts every batch after it (seen on Apache Kafka 4.4)."""
-        refusals = [found for found in (refusal(topic, getattr(exc, "errno", None), str(exc))
-                                        for topic, exc in failed) if found is not None]
+        refusals = refusals_among([(topic, getattr(exc, "errno", None), str(exc)) for topic, exc in failed])
         transient = len(failed) - len(refusals)
         if transient or len(failed) > len(self.refused_at_send):
             self.on_failure()

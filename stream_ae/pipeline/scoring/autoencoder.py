@@ -116,7 +116,7 @@ class AutoencoderScorer(ScoreHead):
         per_feature = per_feature.float()
         reconstruction_error = per_feature.mean(dim=1)
         if self.bank is not None:  # the distances in float32 whatever the model's precision
-            score = self.bank.distance(self.bank.embedding(x, code, reconstruction))
+            score = self.bank.score_represented(x, code, reconstruction)
         else:
             score = errors.float()
         attribution = per_feature if self.pooling is None else per_feature @ self.pooling
