@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -11,7 +12,7 @@ from stream_ae.model.autoencoders import MODEL_BUILDERS, build_model
 from stream_ae.model.autoencoders.base import deep_hidden_sizes, simple_code_width
 from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import LabelledDataset, synthetic_transactions
-from stream_ae.model.training import TrainingOptions, train_autoencoder
+from stream_ae.model.training import TrainingOptions, fit_scaler, train_autoencoder
 from tests.helpers import synthetic_windows
 
 DENSE_MODELS = sorted(name for name, model in MODEL_BUILDERS.items() if "transaction" in model.event_kinds)
@@ -153,3 +154,27 @@ def test_cli_reports_conv_on_transactions_as_an_error(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--model", "conv", "--epochs", "1",
                  "--output", str(tmp_path / "m.pt")]) == 2
     assert "window events" in capsys.readouterr().err
+
+
+def test_a_window_is_standardised_with_one_scale_a_transaction_per_feature():
+    """A window's samples share one unit: the checkpoint holds one mean and one std, those of
+    every sample of the training windows; transactions keep one per feature."""
+    windows = synthetic_windows()
+    checkpoint = train_autoencoder(windows, quick_options("conv", epochs=1))
+    train = windows.values[checkpoint.training["split"]["train"]]
+    assert np.allclose(checkpoint.scaler_mean, train.mean(), rtol=1e-5)
+    assert np.allclose(checkpoint.scaler_std, train.std(), rtol=1e-5)
+    assert train.std(axis=0).std() > 0.01 * train.std()  # the positions do differ
+
+    transactions = synthetic_transactions(rows=1500, seed=11)
+    checkpoint = train_autoencoder(transactions, quick_options("deep", epochs=1))
+    train = transactions.values[checkpoint.training["split"]["train"]]
+    assert np.allclose(checkpoint.scaler_mean, train.mean(axis=0), rtol=1e-4, atol=1e-5)
+    assert np.allclose(checkpoint.scaler_std, train.std(axis=0), rtol=1e-4)
+
+
+def test_a_constant_feature_or_window_is_scaled_by_one():
+    constant = np.full((20, 4), 3.0, dtype=np.float32)
+    for kind in ("transaction", "window"):
+        mean, std = fit_scaler(constant, kind)
+        assert mean.tolist() == [3.0] * 4 and std.tolist() == [1.0] * 4

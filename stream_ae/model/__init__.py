@@ -7,8 +7,9 @@
 * ``checkpoint``: one file with the architecture (model name and hyper-parameters), the
   weights, the scaler, the input layout, the error statistics and the provenance, loaded
   without running pickled code;
-* ``training``: fitting a model on normal rows only, with a standard scaler and early
-  stopping on held-out normal rows, into a checkpoint;
+* ``training``: fitting a model on normal rows only, with a fitted standardisation (per
+  feature; one scale per window) and early stopping on held-out normal rows, into a
+  checkpoint;
 * ``datasets``: the labelled datasets (card transactions, ECG windows, ADBench ``.npz``,
   any CSV or parquet, synthetic data) and the seeded split that keeps anomalies out of
   training;

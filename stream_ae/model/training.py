@@ -17,6 +17,7 @@ from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
 from stream_ae.model.device import device_name_fault, resolve_device
+from stream_ae.model.kinds import EventKind
 from stream_ae.model.memory_bank import BankOptions, MemoryBank, fit_memory_bank
 
 SCORES = ("memory-bank", "reconstruction")
@@ -74,6 +75,45 @@ class TrainingOptions:
             raise ValueError(f"unknown score {self.score!r}; choose one of {list(SCORES)}")
 
 
+def fit_scaler(rows: np.ndarray, kind: EventKind) -> tuple[np.ndarray, np.ndarray]:
+    """The standardisation ``(x - mean) / std`` of the events, fitted on normal training rows.
+
+    Transactions: one mean and one standard deviation per feature (a standard scaler), since
+    the features have their own units. Windows: one mean and one standard deviation over
+    every sample of every window, repeated at each position, since a window's samples share
+    one unit and one scale: a per-position scale would magnify the positions where normal
+    windows barely vary (the flat stretches of a heartbeat), so that noise there outweighs
+    a misshapen beat. Measured (``stream-ae compare``, seed 42, README "Standardisation"):
+    on ECG5000 the default's AUC-ROC rose from 0.9869 to 0.9916; on 52 windowed NAB series,
+    whose positions share one distribution, the mean moved from 0.9069 to 0.9067.
+
+    Args:
+        rows: float32 ``(rows, features)``, the normal training rows.
+        kind: the dataset's event kind.
+
+    Returns:
+        ``(mean, std)``, float32 ``(features,)`` each; a standard deviation below 1e-6 (a
+        constant feature) is replaced by 1.
+
+    Example:
+        >>> import numpy as np
+        >>> windows = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]], dtype=np.float32)
+        >>> mean, std = fit_scaler(windows, "window")
+        >>> mean.tolist(), [round(float(value), 3) for value in std]
+        ([2.0, 2.0, 2.0], [1.291, 1.291, 1.291])
+        >>> [a.tolist() for a in fit_scaler(windows, "transaction")]
+        [[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]
+    """
+    if kind == "window":
+        mean = np.full(rows.shape[1], rows.mean(), dtype=np.float32)
+        std = np.full(rows.shape[1], rows.std(), dtype=np.float32)
+    else:
+        mean = rows.mean(axis=0).astype(np.float32)
+        std = rows.std(axis=0).astype(np.float32)
+    std[std < 1e-6] = 1.0
+    return mean, std
+
+
 def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192,
                 bank: MemoryBank | None = None) -> torch.Tensor:
     """Score per row, shape ``(rows,)``, in eval mode without gradients: the reconstruction
@@ -88,8 +128,8 @@ def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192,
 def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = TrainingOptions()) -> Checkpoint:
     """Train on the normal rows of ``dataset`` and return an unsaved checkpoint.
 
-    The rows are split with :func:`datasets.split_normal_rows` (seeded); a standard scaler
-    is fitted on the training rows; the weights with the lowest validation loss (mean
+    The rows are split with :func:`datasets.split_normal_rows` (seeded); the standardisation
+    is fitted on the training rows (:func:`fit_scaler`); the weights with the lowest validation loss (mean
     reconstruction error on the validation rows) are kept; the reconstruction-error mean
     and std on the validation rows go into the checkpoint to seed the threshold.
 
@@ -109,10 +149,7 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
 
-    train_rows = dataset.values[split.train]
-    mean = train_rows.mean(axis=0).astype(np.float32)
-    std = train_rows.std(axis=0).astype(np.float32)
-    std[std < 1e-6] = 1.0
+    mean, std = fit_scaler(dataset.values[split.train], dataset.kind)
 
     def standardised(indices: np.ndarray) -> torch.Tensor:
         return torch.from_numpy((dataset.values[indices] - mean) / std).to(device)
