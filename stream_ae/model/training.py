@@ -129,9 +129,10 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
     """Train on the normal rows of ``dataset`` and return an unsaved checkpoint.
 
     The rows are split with :func:`datasets.split_normal_rows` (seeded); the standardisation
-    is fitted on the training rows (:func:`fit_scaler`); the weights with the lowest validation loss (mean
-    reconstruction error on the validation rows) are kept; the reconstruction-error mean
-    and std on the validation rows go into the checkpoint to seed the threshold.
+    is fitted on the training rows (:func:`fit_scaler`); the weights with the lowest
+    validation loss (mean reconstruction error on the validation rows) are kept; the
+    reconstruction-error mean and std on the validation rows go into the checkpoint to seed
+    the threshold.
 
     With ``options.score == "memory-bank"`` the trained model's memory bank is fitted on the
     same rows (:func:`stream_ae.model.memory_bank.fit_memory_bank`) and stored in the
