@@ -115,3 +115,15 @@ def test_warm_up_scores_every_bucket_up_to_the_batch_size(synthetic_checkpoint, 
     monkeypatch.setattr(scorer, "_step", lambda x: shapes.append(tuple(x.shape)) or step(x))
     scorer.warm_up(300)
     assert shapes == [(64, 29), (128, 29), (256, 29), (512, 29)]
+
+
+def test_a_memory_bank_on_the_cpu_says_what_it_costs(synthetic_checkpoint, caplog):
+    """The bank's product dominates a CPU's scoring: the start-up log names its size and its
+    multiply-adds per event, and where cheaper scoring lies."""
+    checkpoint, _ = synthetic_checkpoint
+    rows, width = checkpoint.score_head["rows"].shape
+    with caplog.at_level("INFO", logger="stream_ae.pipeline.scoring.autoencoder"):
+        AutoencoderScorer(checkpoint, "cpu")
+    message = " ".join(record.getMessage() for record in caplog.records)
+    assert f"memory bank of {rows} rows x {width} dims scored on the CPU" in message
+    assert f"{rows * (width + 1) / 1e6:.2f} M multiply-adds per event" in message and "--bank-rows" in message

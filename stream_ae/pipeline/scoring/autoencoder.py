@@ -3,12 +3,16 @@ the error on the device."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.device import resolve_device
 from stream_ae.pipeline.scoring.base import ScoreHead, Scores
+
+log = logging.getLogger(__name__)
 
 
 def segment_bounds(window_length: int, segments: int) -> np.ndarray:
@@ -69,6 +73,12 @@ class AutoencoderScorer(ScoreHead):
         self.model = checkpoint.build().to(self.device)
         bank = checkpoint.memory_bank()
         self.bank = None if bank is None else bank.to(self.device)
+        if self.bank is not None and self.device.type == "cpu":
+            rows, width = self.bank.rows.shape
+            log.info("memory bank of %d rows x %d dims scored on the CPU: %.2f M multiply-adds per event, "
+                     "the loop's largest cost; a GPU, a smaller bank (train --bank-rows) or "
+                     "train --score reconstruction cost far less (README, Performance)",
+                     rows, width, rows * (width + 1) / 1e6)
         self.mean = torch.as_tensor(checkpoint.scaler_mean, device=self.device)
         self.std = torch.as_tensor(checkpoint.scaler_std, device=self.device)
         width = checkpoint.input_dim
