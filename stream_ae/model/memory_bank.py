@@ -142,6 +142,11 @@ class MemoryBank:
         scaled = torch.cat([-2 * rows, rows.new_zeros(padding, rows.shape[1])])
         self._ranking = torch.cat([scaled, norms[:, None]], dim=1).T.contiguous()
 
+    @property
+    def multiply_adds_per_event(self) -> int:
+        """The ranking product's cost per scored event: bank rows × (embedding width + 1)."""
+        return int(self.rows.shape[0] * (self.rows.shape[1] + 1))
+
     def to(self, device: torch.device | str) -> MemoryBank:
         """A copy with every tensor on ``device``."""
         return MemoryBank(self.embedding.to(device), self.rows.to(device), self.k)

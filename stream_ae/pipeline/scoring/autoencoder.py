@@ -74,11 +74,10 @@ class AutoencoderScorer(ScoreHead):
         bank = checkpoint.memory_bank()
         self.bank = None if bank is None else bank.to(self.device)
         if self.bank is not None and self.device.type == "cpu":
-            rows, width = self.bank.rows.shape
             log.info("memory bank of %d rows x %d dims scored on the CPU: %.2f M multiply-adds per event, "
                      "the loop's largest cost; a GPU, a smaller bank (train --bank-rows) or "
                      "train --score reconstruction cost far less (README, Performance)",
-                     rows, width, rows * (width + 1) / 1e6)
+                     *self.bank.rows.shape, self.bank.multiply_adds_per_event / 1e6)
         self.mean = torch.as_tensor(checkpoint.scaler_mean, device=self.device)
         self.std = torch.as_tensor(checkpoint.scaler_std, device=self.device)
         width = checkpoint.input_dim
