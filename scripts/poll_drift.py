@@ -30,16 +30,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stream_ae.kafka.apache_broker import JVM_OPTIONS_FULL_JIT, ApacheKafka  # noqa: E402
 from stream_ae.kafka.local_broker import LocalBroker  # noqa: E402
 from stream_ae.kafka.topics import ensure_topics  # noqa: E402
 from stream_ae.model.checkpoint import save_checkpoint  # noqa: E402
 from stream_ae.model.datasets import synthetic_transactions  # noqa: E402
 from stream_ae.model.training import TrainingOptions, train_autoencoder  # noqa: E402
-from stream_ae.service.daemon import BackgroundDetector  # noqa: E402
 from stream_ae.telemetry.metrics import LATENCY_BUCKETS, BatchHistogram  # noqa: E402
 from stream_ae.tools.bench.options import BenchOptions, BenchTopics, detector_settings  # noqa: E402
 from stream_ae.tools.bench.producers import encode_payloads, paced_produce  # noqa: E402
+from stream_ae.tools.daemon_thread import DaemonThread  # noqa: E402
+from tests.apache_kafka import JVM_OPTIONS_FULL_JIT, ApacheKafka  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(checkpoint, path)
         settings = detector_settings(BenchOptions(device="cpu"), bootstrap, topics, args.client, f"drift-{run}", path)
         ensure_topics(settings.kafka.connection(), {topics.input: 4, topics.alerts: 1, topics.dead_letter: 1})
-        with BackgroundDetector(settings, checkpoint) as running:
+        with DaemonThread(settings, checkpoint) as running:
             metrics = running.daemon.metrics
             print(f"{args.client} on {args.bootstrap_servers or args.broker} ({bootstrap}), {args.rate:,.0f} events/s "
                   f"for {args.seconds:.0f} s, {args.format}; per window of {args.window:.0f} s:", flush=True)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _batches(running: BackgroundDetector) -> int:
+def _batches(running: DaemonThread) -> int:
     """Micro-batches the detector has handled so far."""
     return int(running.daemon.metrics.registry.get_sample_value("stream_ae_batch_size_events_count") or 0)
 

@@ -1,4 +1,4 @@
-"""Rewrite the README's "Results on real data" section from a saved ``stream-ae compare --json`` run.
+"""Rewrite the generated table of ``docs/results.md`` from a saved ``stream-ae compare --json`` run.
 
 Usage::
 
@@ -6,9 +6,10 @@ Usage::
         ../shared/data/ecg5000/ecg5000.parquet ../shared/data/adbench --json | tee compare.txt
     python scripts/results_table.py compare.txt
 
-The file is the command's output: its last line is the JSON object. Only the text between
-``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced (a ``## Results on real
-data`` heading and the markers are appended when absent).
+The file is the command's output: its last line is the JSON object. Only the text of
+``docs/results.md`` between ``<!-- results:start -->`` and ``<!-- results:end -->`` is
+replaced (a ``## Results on real data`` heading and the markers are appended when absent,
+and the file is created when missing). Nothing else in the file changes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from readme_section import rewrite  # scripts/readme_section.py, beside this fil
 
 from stream_ae.tools.compare import markdown
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # (dataset, detector, AUC-ROC, note): figures others published; not measured here.
 PUBLISHED = [
@@ -71,9 +72,9 @@ def main(paths: list[str]) -> int:
         return 2
     lines = Path(paths[0]).read_text().strip().splitlines()
     result = json.loads(lines[-1])
-    README.write_text(rewrite(README.read_text(), START, END, "## Results on real data",
-                              section(result, Path(paths[0]).name)))
-    print(f"rewrote the results section of {README} from {paths[0]}")
+    text = DOC.read_text() if DOC.exists() else f"# Results on real data\n\n{START}\n{END}\n"
+    DOC.write_text(rewrite(text, START, END, "## Results on real data", section(result, Path(paths[0]).name)))
+    print(f"rewrote the results table of {DOC} from {paths[0]}")
     return 0
 
 

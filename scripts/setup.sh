@@ -35,7 +35,7 @@ if [ "${1:-}" = "--test" ]; then
   fi
   if { command -v java && command -v mvn; } >/dev/null 2>&1; then
     # Apache Kafka for the tests (STREAM_AE_TEST_BROKER=apache), into ~/.cache/stream-ae once
-    .venv/bin/python -m stream_ae.kafka.apache_broker fetch
+    .venv/bin/python -m tests.apache_kafka fetch
   else
     echo "setup: Java 17 and Maven are not installed; the tests can only run against Tansu" >&2
   fi

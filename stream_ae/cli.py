@@ -177,8 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_checkpoint(checkpoint, args.output)
     training = checkpoint.training
     print(f"wrote {args.output}: {checkpoint.describe()}; {training['epochs_run']} epochs in "
-          f"{training['wall_time_s']:.1f} s; validation score mean {checkpoint.error_mean:.4g}, "
-          f"std {checkpoint.error_std:.4g}")
+          f"{training['wall_time_s']:.1f} s; validation score mean {checkpoint.score_mean:.4g}, "
+          f"std {checkpoint.score_std:.4g}")
     return 0
 
 
@@ -219,20 +219,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream_ae.service.daemon import Daemon
 
     settings = load_settings(args.config, **_overrides(args))
-    detector = Daemon(settings)
+    daemon = Daemon(settings)
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
-        detector.stop()
+        daemon.stop()
 
     def request_reload(signum: int, _frame: Any) -> None:
         log.info("SIGHUP received: loading %s before the next batch", settings.model.checkpoint)
-        detector.request_reload()
+        daemon.request_reload()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
-    detector.run()
+    daemon.run()
     return 0
 
 
@@ -414,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--guarantee", choices=["at_least_once", "exactly_once"],
                        help="the detectors' delivery.guarantee (default: at_least_once; exactly_once "
                        "needs a broker that isolates transactions, e.g. --bootstrap-servers of Apache Kafka)")
-    bench.add_argument("--markdown", action="store_true", help="print the README's Performance section body")
+    bench.add_argument("--markdown", action="store_true",
+                       help="print the body of docs/performance.md's generated section")
     bench.add_argument("--save", type=Path, metavar="JSON", help="also write the figures to this file")
     bench.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     bench.set_defaults(handler=cmd_bench)

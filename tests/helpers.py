@@ -60,8 +60,8 @@ from stream_ae.pipeline.codec import Batch, EventDecoder, Rejected, encode_event
 from stream_ae.service.config import Settings, load_settings
 
 if TYPE_CHECKING:
-    from stream_ae.kafka.apache_broker import ApacheKafka
     from stream_ae.kafka.local_broker import LocalBroker
+    from tests.apache_kafka import ApacheKafka
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("STREAM_AE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -214,7 +214,7 @@ def synthetic_windows(rows: int = 300, length: int = 32, anomaly_fraction: float
 def tiny_checkpoint(feature_names: Sequence[str] = ("a", "b", "c", "d"), seed: int = 0,
                     model_name: str = "simple") -> Checkpoint:
     """An untrained checkpoint of ``model_name`` on transactions of ``feature_names``, made in
-    milliseconds (random weights, scaler and validation errors drawn from ``seed``); not saved."""
+    milliseconds (random weights, scaler and validation scores drawn from ``seed``); not saved."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     width = len(feature_names)
@@ -228,9 +228,9 @@ def tiny_checkpoint(feature_names: Sequence[str] = ("a", "b", "c", "d"), seed: i
         feature_names=list(feature_names),
         scaler_mean=rng.normal(size=width).astype(np.float32),
         scaler_std=rng.uniform(0.5, 2.0, size=width).astype(np.float32),
-        error_mean=float(errors.mean()),
-        error_std=float(errors.std()),
-        validation_errors=errors,
+        score_mean=float(errors.mean()),
+        score_std=float(errors.std()),
+        validation_scores=errors,
         training={"dataset": "tiny", "seed": seed, "split": {"train": np.arange(10), "test": np.arange(10, 12)},
                   "epochs_run": np.int64(1), "loss": [0.5, np.float32(0.25)]},
     )
@@ -304,7 +304,7 @@ def make_broker(log_path: Path, stoppable: bool = False) -> LocalBroker | Apache
             pytest.skip("this test stops the broker: not one named by STREAM_AE_TEST_BOOTSTRAP_SERVERS")
         return ExistingBroker(existing)
     if broker_kind() == "apache":
-        from stream_ae.kafka.apache_broker import ApacheKafka
+        from tests.apache_kafka import ApacheKafka
 
         return ApacheKafka(log_path=log_path)
     from stream_ae.kafka.local_broker import LocalBroker
@@ -473,27 +473,29 @@ class DaemonProcess:
 
 
 class SavedStates:
-    """A threshold-state store holding the given states per partition; records every read;
-    the first ``unreachable_reads`` reads fail as a lost broker does.
+    """A state store holding the given states per partition (each its partition's own state,
+    key ``""``); records every read; the first ``unreachable_reads`` reads fail as a lost
+    broker does.
 
-    Stands for :class:`stream_ae.kafka.state_store.ThresholdStateStore` (the pipeline's
-    :class:`stream_ae.pipeline.ownership.SavedThresholds`).
+    Stands for :class:`stream_ae.kafka.state_store.PartitionStateStore` (the pipeline's
+    :class:`stream_ae.pipeline.keyed_state.StateStore`).
     """
+
+    topic = "state"
 
     def __init__(self, states: dict[PartitionKey, dict[str, float | int | str]], unreachable_reads: int = 0) -> None:
         self.states = states
         self.unreachable_reads = unreachable_reads
         self.reads: list[list[PartitionKey]] = []
 
-    def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, float | int | str]]:
+    def load(self, partitions: list[PartitionKey]) -> dict[PartitionKey, dict[str, dict[str, Any]]]:
         self.reads.append(list(partitions))
         if len(self.reads) <= self.unreachable_reads:
             raise BrokerUnreachableError("scripted: the broker is gone")
-        return {key: self.states[key] for key in partitions if key in self.states}
+        return {key: {"": self.states[key]} for key in partitions if key in self.states}
 
-    def record(self, partition: PartitionKey, state: dict[str, float | int | str]) -> tuple[bytes, bytes]:
-        return repr(partition).encode(), repr(state).encode()
-
+    def record(self, partition: PartitionKey, key: str, state: dict[str, Any]) -> tuple[bytes, bytes]:
+        return repr((partition, key)).encode(), repr(state).encode()
 
 
 # -- a daemon that freezes itself (run in a child process by DaemonProcess) ---------------------

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from stream_ae.model.detector import Scores
 from stream_ae.pipeline.alerts import (
     DETAIL_HEADER,
     REASON_HEADER,
@@ -27,7 +28,6 @@ from stream_ae.pipeline.alerts import (
     score_records,
 )
 from stream_ae.pipeline.codec import FLOAT32_MAX, Batch, Rejected
-from stream_ae.pipeline.scoring.base import Scores
 from stream_ae.pipeline.threshold.base import Verdict
 from tests.helpers import FakeRecord
 
@@ -50,8 +50,8 @@ def four_events() -> tuple[Batch, Scores, Verdict]:
                                 [5.0, 1.0, 9.0, 3.0],
                                 [0.0, 0.0, 0.0, 0.0],
                                 [2.0, 8.0, 4.0, 6.0]])
-    scores = Scores(score=np.array([0.25, 4.5, 0.0, 5.0], np.float32),
-                    reconstruction_error=np.array([0.125, 1.5, 0.0, 2.0], np.float32), attribution=attribution, top=2)
+    scores = Scores(score=np.array([0.25, 4.5, 0.0, 5.0], np.float32), attribution=attribution, top=2,
+                    values={"reconstruction_error": np.array([0.125, 1.5, 0.0, 2.0], np.float32)})
     verdict = Verdict(flags=np.array([False, True, False, True]),
                       thresholds=np.array([1.0, 2.0, 1.0, 2.0]),
                       zscores=np.array([0.5, 7.0, -1.0, 8.0]))
@@ -166,8 +166,8 @@ def test_alerts_and_score_records_carry_finite_numbers_whatever_the_scores(data,
     batch = Batch(np.zeros((events, 4), np.float32), [f"e{n}" if n % 2 else None for n in range(events)],
                   [("events", 0), ("events", 1)], np.arange(events, dtype=np.int32) % 2,
                   np.arange(events, dtype=np.int64) + 100, np.full(events, 1_000, np.int64))
-    scores = Scores(score=errors, reconstruction_error=reconstruction, attribution=torch.from_numpy(attribution),
-                    top=top)
+    scores = Scores(score=errors, attribution=torch.from_numpy(attribution), top=top,
+                    values={"reconstruction_error": reconstruction})
     verdict = Verdict(flags=flags, thresholds=thresholds, zscores=zscores)
 
     alerts = [strict_json(value) for _, value in alert_records(batch, scores, verdict, NAMES, DETECTED_AT_MS, MODEL)]

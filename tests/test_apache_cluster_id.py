@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from stream_ae.kafka.apache_broker import cluster_id
+from tests.apache_kafka import cluster_id
 
 
 def test_a_cluster_id_is_16_random_bytes_that_never_reads_as_an_option():

@@ -6,17 +6,17 @@ import threading
 import time
 from types import SimpleNamespace
 
-from stream_ae.service.daemon import BackgroundDetector
-from stream_ae.telemetry.metrics import DetectorMetrics
+from stream_ae.telemetry.metrics import DaemonMetrics
 from stream_ae.tools.bench.throughput import sustained
+from stream_ae.tools.daemon_thread import DaemonThread
 
 
-class CountingDetector(BackgroundDetector):
+class CountingDetector(DaemonThread):
     """A stand-in for a running detector: its loop only counts ``batches`` of ``size`` events
     as scored, ``pause_s`` apart, into real detector metrics."""
 
     def __init__(self, batches: int, size: int, pause_s: float) -> None:
-        self.daemon = SimpleNamespace(metrics=DetectorMetrics())
+        self.daemon = SimpleNamespace(metrics=DaemonMetrics())
         self.poll_s, self.error = 0.01, None
         self.thread = threading.Thread(target=self._count, args=(batches, size, pause_s), daemon=True)
 

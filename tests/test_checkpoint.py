@@ -13,8 +13,8 @@ import torch
 
 from stream_ae.model.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.model.detector import build_detector
 from stream_ae.model.training import TrainingOptions, train_autoencoder
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
 from tests.helpers import tiny_checkpoint
 
 
@@ -34,12 +34,12 @@ def test_a_round_trip_keeps_every_field_and_the_sha256(tmp_path):
     assert loaded.state_dict.keys() == original.state_dict.keys()
     for key, tensor in original.state_dict.items():
         assert torch.equal(loaded.state_dict[key], tensor), key
-    for name in ("scaler_mean", "scaler_std", "validation_errors"):
+    for name in ("scaler_mean", "scaler_std", "validation_scores"):
         value = getattr(loaded, name)
         assert isinstance(value, np.ndarray) and value.dtype == np.float32, name
         np.testing.assert_array_equal(value, getattr(original, name))
-    assert loaded.error_mean == pytest.approx(original.error_mean)
-    assert loaded.error_std == pytest.approx(original.error_std)
+    assert loaded.score_mean == pytest.approx(original.score_mean)
+    assert loaded.score_std == pytest.approx(original.score_std)
 
 
 def test_the_training_provenance_comes_back_as_numpy_arrays_and_plain_numbers(tmp_path):
@@ -66,7 +66,7 @@ def test_saving_the_same_checkpoint_again_gives_the_same_sha256_and_a_change_ano
     path = tmp_path / "model.pt"
     first = save_checkpoint(checkpoint, path)
     assert save_checkpoint(checkpoint, path) == first, "the file's bytes do not depend on when it was saved"
-    checkpoint.error_mean += 1.0
+    checkpoint.score_mean += 1.0
     assert save_checkpoint(checkpoint, path) != first
 
 
@@ -138,32 +138,38 @@ def test_a_memory_bank_checkpoint_round_trip_reproduces_the_scores_exactly(tmp_p
     """The default checkpoint carries the memory bank; scores after save and load are bit-equal."""
     dataset = synthetic_transactions(rows=800, seed=9)
     original = train_autoencoder(dataset, TrainingOptions(epochs=2, seed=9, device="cpu", progress=False))
-    assert original.score_name == "memory-bank" and original.score_head is not None
+    assert original.score_name == "memory-bank" and original.memory_bank_state is not None
     save_checkpoint(original, tmp_path / "bank.pt")
     loaded = load_checkpoint(tmp_path / "bank.pt")
     assert loaded.score_name == "memory-bank"
-    for key, value in original.score_head.items():
+    for key, value in original.memory_bank_state.items():
         if isinstance(value, torch.Tensor):
-            assert torch.equal(loaded.score_head[key], value), key
+            assert torch.equal(loaded.memory_bank_state[key], value), key
         else:
-            assert loaded.score_head[key] == value, key
+            assert loaded.memory_bank_state[key] == value, key
     values = dataset.values[:300]
-    before = AutoencoderScorer(original, "cpu").score(values)
-    after = AutoencoderScorer(loaded, "cpu").score(values)
+    before = build_detector(original, "cpu").score(values)
+    after = build_detector(loaded, "cpu").score(values)
     np.testing.assert_array_equal(after.score, before.score)
-    np.testing.assert_array_equal(after.reconstruction_error, before.reconstruction_error)
-    np.testing.assert_array_equal(loaded.validation_errors, original.validation_errors)
+    np.testing.assert_array_equal(after.values["reconstruction_error"], before.values["reconstruction_error"])
+    np.testing.assert_array_equal(loaded.validation_scores, original.validation_scores)
 
 
-def test_a_checkpoint_without_a_score_head_scores_by_reconstruction_error(tmp_path):
-    """Checkpoints written before the memory bank (no ``score_head`` key) load and score as before."""
+def test_a_checkpoint_without_a_memory_bank_scores_by_reconstruction_error(tmp_path):
+    """Checkpoints written before the memory bank (no ``score_head`` key, the keys of their
+    time: ``error_mean``, ``error_std``, ``validation_errors``) load and score as before."""
     original = tiny_checkpoint(seed=3)
     save_checkpoint(original, tmp_path / "old.pt")
     payload = torch.load(tmp_path / "old.pt", weights_only=True)
-    del payload["score_head"]
+    del payload["memory_bank"]
+    renamed = {"error_mean": "score_mean", "error_std": "score_std", "validation_errors": "validation_scores"}
+    for old, new in renamed.items():
+        payload[old] = payload.pop(new)
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt")
-    assert loaded.score_head is None and loaded.score_name == "reconstruction"
+    assert loaded.memory_bank_state is None and loaded.score_name == "reconstruction"
+    assert (loaded.score_mean, loaded.score_std) == (original.score_mean, original.score_std)
+    np.testing.assert_array_equal(loaded.validation_scores, original.validation_scores)
     values = np.random.default_rng(3).normal(size=(20, loaded.input_dim)).astype(np.float32)
-    scores = AutoencoderScorer(loaded, "cpu").score(values)
-    np.testing.assert_allclose(scores.score, scores.reconstruction_error, rtol=1e-6)
+    scores = build_detector(loaded, "cpu").score(values)
+    np.testing.assert_allclose(scores.score, scores.values["reconstruction_error"], rtol=1e-6)

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_ae.model.checkpoint import Checkpoint
+from stream_ae.model.detector import build_detector
 from stream_ae.model.memory_bank import fit_memory_bank
 from stream_ae.pipeline.codec import MAX_STANDARD_DEVIATIONS, REASONS, EventDecoder, encode_binary, encode_event
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
 from tests.helpers import FEATURES, FakeRecord, decode, tiny_checkpoint
 
 
@@ -156,7 +156,8 @@ def test_whatever_the_numbers_every_event_decoded_gets_a_finite_score(rows, mode
     if len(batch):
         scores = SCORERS[model].score(batch.values)
         assert np.isfinite(scores.score).all(), (batch.values, scores.score)
-        assert np.isfinite(scores.reconstruction_error).all(), (batch.values, scores.reconstruction_error)
+        reconstruction_error = scores.values["reconstruction_error"]
+        assert np.isfinite(reconstruction_error).all(), (batch.values, reconstruction_error)
         assert np.isfinite(scores.top_features(np.arange(len(batch)))[1]).all()
 
 
@@ -164,10 +165,10 @@ def _with_memory_bank(checkpoint: Checkpoint) -> Checkpoint:
     """``checkpoint`` scoring by a memory bank (the default score) of 200 random normal rows."""
     normal = torch.randn(250, checkpoint.input_dim, generator=torch.Generator().manual_seed(1))
     bank = fit_memory_bank(checkpoint.build(), normal[:200], normal[200:])
-    return dataclasses.replace(checkpoint, score_head=bank.state())
+    return dataclasses.replace(checkpoint, memory_bank_state=bank.state())
 
 
 SCORING_CHECKPOINTS = {model: tiny_checkpoint(FEATURES, seed=1, model_name=model)
                        for model in ("simple", "deep", "sparse", "denoising")}
 SCORING_CHECKPOINTS["deep-memory-bank"] = _with_memory_bank(SCORING_CHECKPOINTS["deep"])
-SCORERS = {model: AutoencoderScorer(checkpoint, "cpu") for model, checkpoint in SCORING_CHECKPOINTS.items()}
+SCORERS = {model: build_detector(checkpoint, "cpu") for model, checkpoint in SCORING_CHECKPOINTS.items()}

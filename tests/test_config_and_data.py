@@ -11,7 +11,7 @@ from stream_ae.model.autoencoders import build_model
 from stream_ae.model.autoencoders.base import deep_hidden_sizes
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint
 from stream_ae.model.datasets import CARD_FEATURES, DatasetError, load_dataset, split_normal_rows
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.model.detector import build_detector
 from stream_ae.service.config import ConfigError, load_settings
 from tests.helpers import dataset_path
 
@@ -239,8 +239,8 @@ def test_checkpoint_round_trip_scores_identically(synthetic_checkpoint, tmp_path
     assert loaded.sha256 and loaded.feature_names == checkpoint.feature_names
     assert loaded.training["split"]["test"].tolist() == checkpoint.training["split"]["test"].tolist()
     rows = np.random.default_rng(0).normal(size=(50, 29)).astype(np.float32)
-    np.testing.assert_allclose(AutoencoderScorer(checkpoint, "cpu").score(rows).score,
-                               AutoencoderScorer(loaded, "cpu").score(rows).score, rtol=1e-6)
+    np.testing.assert_allclose(build_detector(checkpoint, "cpu").score(rows).score,
+                               build_detector(loaded, "cpu").score(rows).score, rtol=1e-6)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "junk.pt")
@@ -254,6 +254,6 @@ def test_training_separates_synthetic_anomalies(synthetic_checkpoint):
     checkpoint, _ = synthetic_checkpoint
     dataset = synthetic_transactions(rows=6000)
     test = checkpoint.training["split"]["test"]
-    errors = AutoencoderScorer(checkpoint, "cpu").score(dataset.values[test]).score
+    errors = build_detector(checkpoint, "cpu").score(dataset.values[test]).score
     assert roc_auc_score(dataset.labels[test], errors) > 0.8
-    assert checkpoint.error_std > 0 and checkpoint.training["epochs_run"] >= 1
+    assert checkpoint.score_std > 0 and checkpoint.training["epochs_run"] >= 1

@@ -11,10 +11,11 @@ import os
 import pytest
 
 from stream_ae.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from stream_ae.pipeline.hot_swap import HotSwap, ServedModel
+from stream_ae.pipeline.hot_swap import HotSwap
+from stream_ae.pipeline.serving import ServedModel
 from stream_ae.service.config import load_settings
-from stream_ae.service.daemon import serve
-from stream_ae.telemetry.metrics import DetectorMetrics
+from stream_ae.service.daemon import model_loader
+from stream_ae.telemetry.metrics import DaemonMetrics
 from tests.helpers import tiny_checkpoint
 
 
@@ -29,19 +30,20 @@ class FakeMonotonic:
 
 
 class Swapper:
-    """A :class:`HotSwap` on a checkpoint file, with the model it serves now and the builds it made."""
+    """A :class:`HotSwap` on a checkpoint file, with the model it serves now and the builds it
+    made; it is the hot swap's loader (the daemon's own, counting its loads)."""
 
     def __init__(self, path, check_interval_s: float) -> None:
         self.path = path
-        self.metrics = DetectorMetrics()
+        self.metrics = DaemonMetrics()
         self.built: list[Checkpoint] = []
-        self.current = self.serve(load_checkpoint(path))
+        self.current = self.load(load_checkpoint(path))
         self.built.clear()
-        self.hot_swap = HotSwap(path, check_interval_s, self.serve, self.metrics.model_reloads)
+        self.hot_swap = HotSwap(path, check_interval_s, self, self.metrics.model_reloads)  # type: ignore[arg-type]
 
-    def serve(self, checkpoint: Checkpoint) -> ServedModel:
+    def load(self, checkpoint: Checkpoint) -> ServedModel:
         self.built.append(checkpoint)
-        return serve(load_settings(model={"checkpoint": str(self.path), "device": "cpu"}), checkpoint)
+        return model_loader(load_settings(model={"checkpoint": str(self.path), "device": "cpu"})).load(checkpoint)
 
     def reloads(self, result: str) -> float:
         return self.metrics.registry.get_sample_value("stream_ae_model_reloads_total", {"result": result})
@@ -151,9 +153,10 @@ def test_a_corrupt_or_missing_file_is_refused_and_the_current_model_keeps_servin
 def test_a_checkpoint_the_builder_rejects_is_refused(model_file, clock):
     swapper = Swapper(model_file, check_interval_s=0)
 
-    def broken(checkpoint: Checkpoint) -> ServedModel:
-        raise ValueError("CUDA asked for but absent")
-    swapper.hot_swap.serve = broken
+    class Broken:
+        def load(self, checkpoint: Checkpoint) -> ServedModel:
+            raise ValueError("CUDA asked for but absent")
+    swapper.hot_swap.loader = Broken()  # type: ignore[assignment]
     rewrite(model_file, tiny_checkpoint(seed=2))
     swapper.hot_swap.request()
     assert swapper.hot_swap.poll(swapper.current) is None

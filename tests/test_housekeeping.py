@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from stream_ae.kafka.records import PartitionKey
 from stream_ae.pipeline.housekeeping import Housekeeping
+from stream_ae.pipeline.keyed_state import PartitionStates
 from stream_ae.pipeline.ownership import PartitionOwnership
-from stream_ae.pipeline.threshold.adaptive import AdaptiveThreshold
 from stream_ae.telemetry.health import HealthState
-from stream_ae.telemetry.metrics import DetectorMetrics
+from stream_ae.telemetry.metrics import DaemonMetrics
 from tests.helpers import ScriptedSource
 
 
@@ -31,14 +31,14 @@ class WatchedSource(ScriptedSource):
 
 
 def housekeeping(interval_s: float = 1.0):
-    source, health, metrics = WatchedSource(), HealthState(), DetectorMetrics()
-    ownership = PartitionOwnership(health, metrics)
+    source, health, metrics = WatchedSource(), HealthState(), DaemonMetrics()
+    ownership = PartitionOwnership(health, metrics, PartitionStates(None))
     ownership.assigned_now([("events", 0)])
-    ownership.restore(AdaptiveThreshold(seed_mean=0.0, seed_std=1.0), "sha")
+    ownership.restore("sha")
     return Housekeeping(source, ownership, metrics, interval_s), source, health, metrics
 
 
-def lag_gauge(metrics: DetectorMetrics, topic: str, partition: int) -> float | None:
+def lag_gauge(metrics: DaemonMetrics, topic: str, partition: int) -> float | None:
     return metrics.registry.get_sample_value("stream_ae_consumer_lag_events",
                                              {"topic": topic, "partition": str(partition)})
 

@@ -32,9 +32,9 @@ def test_the_distance_is_the_mean_of_the_k_nearest_euclidean_distances(fitted, m
     _, _, _, bank = fitted
     queries = torch.randn(50, bank.rows.shape[1])
     expected = brute_force(bank.rows.numpy(), queries.numpy(), bank.k)
-    np.testing.assert_allclose(bank.distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bank.knn_distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
     monkeypatch.setattr(memory_bank, "_CPU_BLOCK_ELEMENTS", 256 * 7)  # blocks of 7 events (240 rows pad to 256)
-    np.testing.assert_allclose(bank.distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bank.knn_distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("rows", [1000, 1024, 65 * 5 + 1])
@@ -48,7 +48,7 @@ def test_the_block_wise_top_k_of_a_large_bank_finds_the_same_neighbours_as_brute
     queries = torch.cat([torch.randn(40, bank_rows.shape[1], generator=generator),
                          bank_rows[130:170] + 1e-3 * torch.randn(40, bank_rows.shape[1], generator=generator)])
     expected = brute_force(bank_rows.numpy(), queries.numpy(), 5)
-    np.testing.assert_allclose(bank.distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bank.knn_distance(queries).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_bank_rows_are_the_embedded_training_rows_in_three_weighted_blocks(fitted):
@@ -78,8 +78,8 @@ def test_the_whitened_residuals_of_the_validation_rows_have_unit_covariance(fitt
 def test_events_far_from_every_normal_one_score_higher(fitted):
     model, train, validation, bank = fitted
     with torch.inference_mode():
-        normal = bank.score(model, validation)
-        far = bank.score(model, validation + 8.0)
+        normal = bank.distance(validation, *model.represent(validation))
+        far = bank.distance(validation + 8.0, *model.represent(validation + 8.0))
     assert far.min() > normal.max()
 
 
@@ -87,7 +87,8 @@ def test_a_state_round_trip_reproduces_the_scores_exactly(fitted):
     model, _, validation, bank = fitted
     again = MemoryBank.from_state(bank.state())
     with torch.inference_mode():
-        assert torch.equal(again.score(model, validation), bank.score(model, validation))
+        represented = model.represent(validation)
+        assert torch.equal(again.distance(validation, *represented), bank.distance(validation, *represented))
     with pytest.raises(ValueError, match="not a memory-bank state"):
         MemoryBank.from_state({**bank.state(), "name": "something-else"})
 

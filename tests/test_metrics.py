@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_ae.telemetry.metrics import BatchHistogram, DetectorMetrics
+from stream_ae.telemetry.metrics import BatchHistogram, DaemonMetrics
 
 
 def histogram(buckets=(1.0, 2.0, 5.0), keep: int = 1 << 10) -> tuple[BatchHistogram, CollectorRegistry]:
@@ -63,7 +63,7 @@ def test_recent_keeps_the_latest_samples_after_a_batch_larger_than_keep():
 
 
 def test_totals_read_each_counter_and_sum_the_dead_letter_reasons():
-    metrics = DetectorMetrics(dead_letter_reasons=["empty", "invalid_json"])
+    metrics = DaemonMetrics(dead_letter_reasons=["empty", "invalid_json"])
     assert metrics.totals() == {"events_in": 0, "events_scored": 0, "dead_lettered": 0, "alerts": 0}
     metrics.events_consumed.inc(10)
     metrics.events_scored.inc(7)
@@ -74,7 +74,7 @@ def test_totals_read_each_counter_and_sum_the_dead_letter_reasons():
 
 
 def test_every_dead_letter_reason_and_reload_result_has_a_series_from_the_start():
-    metrics = DetectorMetrics(dead_letter_reasons=["empty", "oversize"])
+    metrics = DaemonMetrics(dead_letter_reasons=["empty", "oversize"])
     value = metrics.registry.get_sample_value
     assert value("stream_ae_dead_lettered_total", {"reason": "empty"}) == 0
     assert value("stream_ae_dead_lettered_total", {"reason": "oversize"}) == 0
@@ -83,7 +83,7 @@ def test_every_dead_letter_reason_and_reload_result_has_a_series_from_the_start(
 
 
 def test_every_output_topic_and_refusal_reason_has_a_series_from_the_start():
-    metrics = DetectorMetrics(refusals=(["alerts", "dead"], ["record_too_large", "topic_authorization_failed"]))
+    metrics = DaemonMetrics(refusals=(["alerts", "dead"], ["record_too_large", "topic_authorization_failed"]))
     value = metrics.registry.get_sample_value
     for topic in ("alerts", "dead"):
         for reason in ("record_too_large", "topic_authorization_failed"):
@@ -92,7 +92,7 @@ def test_every_output_topic_and_refusal_reason_has_a_series_from_the_start():
 
 
 def test_show_thresholds_sets_one_gauge_per_partition_and_forget_partitions_drops_them():
-    metrics = DetectorMetrics()
+    metrics = DaemonMetrics()
     value = metrics.registry.get_sample_value
     metrics.show_thresholds([("events", 0), ("events", 1)], lambda key: 1.5 + key[1])
     metrics.consumer_lag.labels("events", "0").set(42)
@@ -105,7 +105,7 @@ def test_show_thresholds_sets_one_gauge_per_partition_and_forget_partitions_drop
 
 
 def test_show_model_names_only_the_model_in_service():
-    metrics = DetectorMetrics()
+    metrics = DaemonMetrics()
     value = metrics.registry.get_sample_value
     metrics.show_model("deep", "aaa")
     metrics.show_model("vae", "bbb")
@@ -114,7 +114,7 @@ def test_show_model_names_only_the_model_in_service():
 
 
 def test_stage_totals_are_in_the_order_the_stages_were_first_timed():
-    metrics = DetectorMetrics()
+    metrics = DaemonMetrics()
     assert metrics.stage_totals() == {}
     metrics.stage_seconds.labels("poll").inc(1.0)
     metrics.stage_seconds.labels("score").inc(2.0)

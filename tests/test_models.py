@@ -34,13 +34,13 @@ def quick_options(name: str, **changes) -> TrainingOptions:
 def test_shapes_and_rebuild_from_hparams(name, width):
     model = build_model(name, width).eval()
     x = torch.randn(5, width)
-    errors, per_feature = model.score(x)
+    errors, per_feature = model.error(x)
     assert model(x).shape == (5, width)
     assert errors.shape == (5,) and per_feature.shape == (5, width)
     assert bool((per_feature >= 0).all())
     rebuilt = build_model(name, width, model.hparams)
     rebuilt.load_state_dict(model.state_dict())  # the stored hyper-parameters rebuild the same layers
-    assert torch.equal(rebuilt.eval().reconstruction_error(x), model.reconstruction_error(x))
+    assert torch.equal(rebuilt.eval().error(x)[0], model.error(x)[0])
 
 
 def test_width_rules_follow_the_chapter_for_the_card_data():
@@ -71,7 +71,7 @@ def test_same_seed_same_weights_other_seed_other_weights(name):
     other = train_autoencoder(dataset, quick_options(name, epochs=2, seed=6))
     assert first.state_dict.keys() == again.state_dict.keys()
     assert all(torch.equal(first.state_dict[key], again.state_dict[key]) for key in first.state_dict)
-    assert first.error_mean == again.error_mean
+    assert first.score_mean == again.score_mean
     assert not all(torch.equal(first.state_dict[key], other.state_dict[key]) for key in first.state_dict)
 
 
@@ -95,8 +95,8 @@ def test_vae_score_modes_differ_and_the_mode_survives_the_checkpoint(tmp_path):
 
     x = torch.from_numpy((dataset.values[:200] - checkpoint.scaler_mean) / checkpoint.scaler_std)
     with torch.inference_mode():
-        negative_elbo, per_feature_elbo = elbo_model.score(x)
-        mse, per_feature_mse = reconstruction_model.score(x)
+        negative_elbo, per_feature_elbo = elbo_model.error(x)
+        mse, per_feature_mse = reconstruction_model.error(x)
     # Same reconstruction, so the same per-feature error; the ELBO adds a non-negative KL term.
     assert torch.allclose(per_feature_elbo, per_feature_mse)
     assert bool((negative_elbo >= 0.5 * 29 * mse - 1e-4).all())
@@ -111,7 +111,7 @@ def test_denoising_trains_on_noise_but_scores_deterministically():
     model.train()
     assert model.training_loss(x) != model.training_loss(x)
     model.eval()
-    assert torch.equal(model.reconstruction_error(x), model.reconstruction_error(x))
+    assert torch.equal(model.error(x)[0], model.error(x)[0])
 
 
 def test_sparse_penalty_makes_the_code_sparser():

@@ -114,7 +114,7 @@ def test_seed_is_the_fixed_point_of_the_exclusion_rule():
 def test_log_scale_thresholds_log_normal_errors_in_error_units():
     rng = np.random.default_rng(7)
     errors = np.exp(rng.normal(-2.0, 0.5, 20_000))
-    threshold = AdaptiveThreshold.from_validation_errors(errors, k=3.0, scale="log", half_life_events=1000,
+    threshold = AdaptiveThreshold.from_validation_scores(errors, k=3.0, scale="log", half_life_events=1000,
                                                          warmup_events=0)
     assert threshold.threshold(P0) == pytest.approx(np.exp(-2.0 + 3 * 0.5), rel=0.05)
     verdict = threshold.apply([P0], np.zeros(3, np.int32), np.array([0.05, 1.0, 5.0]))
@@ -161,7 +161,7 @@ def test_the_realised_false_alarm_rate_on_a_stationary_stream_stays_within_a_fac
     rng = np.random.default_rng(7)
     validation = heavy_tailed_scores(rng, 3000)
     k = calibrated_k(validation, rate, "log")
-    threshold = AdaptiveThreshold.from_validation_errors(validation, k, "log", half_life_events=20_000,
+    threshold = AdaptiveThreshold.from_validation_scores(validation, k, "log", half_life_events=20_000,
                                                          warmup_events=500)
     flagged = events = 0
     for _ in range(100):

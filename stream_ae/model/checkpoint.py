@@ -1,4 +1,4 @@
-"""One checkpoint file: architecture, weights, scaler, input layout, error statistics, provenance.
+"""One checkpoint file: architecture, weights, scaler, input layout, validation score statistics, provenance.
 
 Written with ``torch.save`` as a dictionary of tensors and plain Python values, and read
 back with ``weights_only=True`` so that loading a checkpoint never runs pickled code.
@@ -37,16 +37,16 @@ class Checkpoint:
         feature_names: names of the ``features`` input columns (``t0..`` for windows).
         scaler_mean, scaler_std: float32 arrays of shape ``(features,)``; the model sees
             ``(x - mean) / std``.
-        error_mean, error_std: mean and standard deviation of the anomaly score (the
-            memory-bank distance, or the reconstruction error without a bank) on held-out
-            normal (validation) rows, for reports.
-        validation_errors: float32 ``(validation rows,)``, those scores themselves; the
+        score_mean, score_std: mean and standard deviation of the anomaly score (the
+            memory-bank distance, or the model's own error without a bank; see
+            :mod:`stream_ae.model.detector`) on held-out normal (validation) rows, for reports.
+        validation_scores: float32 ``(validation rows,)``, those scores themselves; the
             adaptive threshold is seeded from them
             (``stream_ae.pipeline.threshold.adaptive.seed_statistics``).
         training: provenance: seed, dataset name, split indices, epochs run, wall time
             (seconds), per-epoch train/validation loss.
-        score_head: the memory bank's state (:meth:`MemoryBank.state`), or None when events
-            are scored by their reconstruction error alone.
+        memory_bank_state: the memory bank's state (:meth:`MemoryBank.state`), or None when
+            events are scored by the model's own error alone.
         dataset_sha256: sha256 of the dataset file it was trained on (``LabelledDataset.sha256``;
             empty when unknown), so that evaluation and replay know that file again.
         sha256: digest of the file it was loaded from (empty before saving).
@@ -59,11 +59,11 @@ class Checkpoint:
     feature_names: list[str]
     scaler_mean: np.ndarray
     scaler_std: np.ndarray
-    error_mean: float
-    error_std: float
-    validation_errors: np.ndarray
+    score_mean: float
+    score_std: float
+    validation_scores: np.ndarray
     training: dict[str, Any] = field(default_factory=dict)
-    score_head: dict[str, Any] | None = None
+    memory_bank_state: dict[str, Any] | None = None
     dataset_sha256: str = ""
     sha256: str = ""
 
@@ -84,13 +84,13 @@ class Checkpoint:
         return model.eval()
 
     def memory_bank(self) -> MemoryBank | None:
-        """The memory bank that scores events (on the CPU), or None: reconstruction error."""
-        return None if self.score_head is None else MemoryBank.from_state(self.score_head)
+        """The memory bank that scores events (on the CPU), or None: the model's own error does."""
+        return None if self.memory_bank_state is None else MemoryBank.from_state(self.memory_bank_state)
 
     @property
     def score_name(self) -> str:
         """``memory-bank`` or ``reconstruction``: how events are scored."""
-        return "reconstruction" if self.score_head is None else str(self.score_head["name"])
+        return "reconstruction" if self.memory_bank_state is None else str(self.memory_bank_state["name"])
 
     def describe(self) -> str:
         """A one-line summary: model, score, input layout, hash prefix."""
@@ -128,11 +128,11 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path | str) -> str:
         "feature_names": list(checkpoint.feature_names),
         "scaler_mean": torch.as_tensor(checkpoint.scaler_mean, dtype=torch.float32),
         "scaler_std": torch.as_tensor(checkpoint.scaler_std, dtype=torch.float32),
-        "error_mean": float(checkpoint.error_mean),
-        "error_std": float(checkpoint.error_std),
-        "validation_errors": torch.as_tensor(checkpoint.validation_errors, dtype=torch.float32),
+        "score_mean": float(checkpoint.score_mean),
+        "score_std": float(checkpoint.score_std),
+        "validation_scores": torch.as_tensor(checkpoint.validation_scores, dtype=torch.float32),
         "training": _as_plain(checkpoint.training),
-        "score_head": checkpoint.score_head,
+        "memory_bank": checkpoint.memory_bank_state,
         "dataset_sha256": checkpoint.dataset_sha256,
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
@@ -150,6 +150,16 @@ def _as_numpy(value: Any) -> Any:
     if isinstance(value, list):
         return [_as_numpy(item) for item in value]
     return value
+
+
+# Keys that files written before the detector contract (December 2026) hold under other names.
+_OLD_KEYS = {"score_mean": "error_mean", "score_std": "error_std", "validation_scores": "validation_errors",
+             "memory_bank": "score_head"}
+
+
+def _renamed(payload: dict[str, Any], key: str) -> Any:
+    """``payload[key]``, or the value an older file holds under the key's former name."""
+    return payload[key] if key in payload else payload[_OLD_KEYS[key]]
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:
@@ -178,11 +188,11 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         feature_names=list(payload["feature_names"]),
         scaler_mean=payload["scaler_mean"].numpy(),
         scaler_std=payload["scaler_std"].numpy(),
-        error_mean=float(payload["error_mean"]),
-        error_std=float(payload["error_std"]),
-        validation_errors=payload["validation_errors"].numpy(),
+        score_mean=float(_renamed(payload, "score_mean")),
+        score_std=float(_renamed(payload, "score_std")),
+        validation_scores=_renamed(payload, "validation_scores").numpy(),
         training=_as_numpy(payload["training"]),
-        score_head=payload.get("score_head"),
+        memory_bank_state=payload.get("memory_bank", payload.get(_OLD_KEYS["memory_bank"])),
         dataset_sha256=payload.get("dataset_sha256") or payload["training"].get("dataset_sha256", ""),  # older files
         sha256=hashlib.sha256(raw).hexdigest(),
     )

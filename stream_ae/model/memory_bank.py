@@ -121,9 +121,10 @@ class MemoryBank:
         >>> model = build_model("deep", 6).eval()
         >>> normal = torch.randn(200, 6)
         >>> bank = fit_memory_bank(model, normal[:150], normal[150:], BankOptions(k=3))
+        >>> events = torch.cat([normal[:2], 10 + normal[:1]])
         >>> with torch.inference_mode():
-        ...     scores = bank.score(model, torch.cat([normal[:2], 10 + normal[:1]]))
-        >>> scores.shape, bool(scores[2] > scores[:2].max())
+        ...     distances = bank.distance(events, *model.represent(events))
+        >>> distances.shape, bool(distances[2] > distances[:2].max())
         (torch.Size([3]), True)
     """
 
@@ -151,7 +152,13 @@ class MemoryBank:
         """A copy with every tensor on ``device``."""
         return MemoryBank(self.embedding.to(device), self.rows.to(device), self.k)
 
-    def distance(self, embedded: torch.Tensor) -> torch.Tensor:
+    def distance(self, x: torch.Tensor, code: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Mean distance ``(batch,)`` float32 of each standardised event ``x (batch, d)``,
+        embedded with the ``code`` and ``reconstruction`` the model gave it
+        (:meth:`Autoencoder.represent`), to its ``k`` nearest bank rows (:meth:`knn_distance`)."""
+        return self.knn_distance(self.embedding(x, code, reconstruction))
+
+    def knn_distance(self, embedded: torch.Tensor) -> torch.Tensor:
         """Mean distance of each embedded event ``(batch, width)`` to its ``k`` nearest bank
         rows, ``(batch,)`` float32.
 
@@ -184,15 +191,6 @@ class MemoryBank:
                 nearest = torch.topk(ranking, self.k, dim=1, largest=False, sorted=False).indices
             parts.append((self.rows[nearest] - query[:, None, :]).norm(dim=2).mean(dim=1))
         return torch.cat(parts) if parts else embedded.new_empty(0)
-
-    def score(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-        """Scores ``(batch,)`` of standardised events ``x (batch, d)`` through ``model``."""
-        return self.score_represented(x, *model.represent(x))
-
-    def score_represented(self, x: torch.Tensor, code: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Scores ``(batch,)`` of standardised events ``x (batch, d)`` whose ``code`` and
-        ``reconstruction`` the model gave already (:meth:`Autoencoder.represent`)."""
-        return self.distance(self.embedding(x, code, reconstruction))
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint stores: CPU tensors and plain numbers (see :meth:`from_state`)."""

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stream_ae.model.autoencoders import DEFAULT_MODEL, Autoencoder, build_model
+from stream_ae.model.autoencoders import DEFAULT_MODEL, build_model
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.model.datasets import LabelledDataset, split_normal_rows
+from stream_ae.model.detector import model_scores
 from stream_ae.model.device import device_name_fault, resolve_device
 from stream_ae.model.kinds import EventKind
-from stream_ae.model.memory_bank import BankOptions, MemoryBank, fit_memory_bank
+from stream_ae.model.memory_bank import BankOptions, fit_memory_bank
 
 SCORES = ("memory-bank", "reconstruction")
 
@@ -114,25 +115,14 @@ def fit_scaler(rows: np.ndarray, kind: EventKind) -> tuple[np.ndarray, np.ndarra
     return mean, std
 
 
-def _mean_error(model: Autoencoder, rows: torch.Tensor, batch_size: int = 8192,
-                bank: MemoryBank | None = None) -> torch.Tensor:
-    """Score per row, shape ``(rows,)``, in eval mode without gradients: the reconstruction
-    error, or the distance to ``bank``."""
-    model.eval()
-    with torch.inference_mode():
-        return torch.cat([model.reconstruction_error(rows[i:i + batch_size]) if bank is None
-                          else bank.score(model, rows[i:i + batch_size])
-                          for i in range(0, len(rows), batch_size)])
-
-
 def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = TrainingOptions()) -> Checkpoint:
     """Train on the normal rows of ``dataset`` and return an unsaved checkpoint.
 
     The rows are split with :func:`datasets.split_normal_rows` (seeded); the standardisation
     is fitted on the training rows (:func:`fit_scaler`); the weights with the lowest
-    validation loss (mean reconstruction error on the validation rows) are kept; the
-    reconstruction-error mean and std on the validation rows go into the checkpoint to seed
-    the threshold.
+    validation loss (the model's mean error on the validation rows,
+    :func:`stream_ae.model.detector.model_scores`) are kept; the validation rows' scores, with
+    their mean and std, go into the checkpoint to seed the threshold.
 
     With ``options.score == "memory-bank"`` the trained model's memory bank is fitted on the
     same rows (:func:`stream_ae.model.memory_bank.fit_memory_bank`) and stored in the
@@ -174,7 +164,7 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(batch)
-        validation_loss = float(_mean_error(model, validation_x).mean())
+        validation_loss = float(model_scores(model, validation_x).mean())
         history["train_loss"].append(total / len(train_x))
         history["validation_loss"].append(validation_loss)
         bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}", val=f"{validation_loss:.4f}")
@@ -190,7 +180,7 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
     model.eval()
     bank = fit_memory_bank(model, train_x, validation_x, options.bank, options.seed) \
         if options.score == "memory-bank" else None
-    errors = _mean_error(model, validation_x, bank=bank).cpu().numpy()
+    scores = model_scores(model, validation_x, bank).cpu().numpy()
     return Checkpoint(
         model_name=options.model,
         hparams=dict(model.hparams),
@@ -199,9 +189,9 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
         feature_names=list(dataset.feature_names),
         scaler_mean=mean,
         scaler_std=std,
-        error_mean=float(errors.mean()),
-        error_std=float(errors.std()),
-        validation_errors=errors.astype(np.float32),
+        score_mean=float(scores.mean()),
+        score_std=float(scores.std()),
+        validation_scores=scores.astype(np.float32),
         dataset_sha256=dataset.sha256,
         training={
             "dataset": dataset.name,
@@ -214,7 +204,7 @@ def train_autoencoder(dataset: LabelledDataset, options: TrainingOptions = Train
                         "score": options.score, "bank_max_rows": options.bank.max_rows},
             "history": history,
         },
-        score_head=None if bank is None else bank.state(),
+        memory_bank_state=None if bank is None else bank.state(),
     )
 
 
@@ -233,6 +223,6 @@ def without_memory_bank(checkpoint: Checkpoint, dataset: LabelledDataset) -> Che
     rows = np.asarray(checkpoint.training["split"]["validation"])
     model = checkpoint.build()
     validation = torch.from_numpy((dataset.values[rows] - checkpoint.scaler_mean) / checkpoint.scaler_std)
-    errors = _mean_error(model, validation).numpy().astype(np.float32)
-    return dataclasses.replace(checkpoint, score_head=None, validation_errors=errors,
-                               error_mean=float(errors.mean()), error_std=float(errors.std()), sha256="")
+    scores = model_scores(model, validation).numpy().astype(np.float32)
+    return dataclasses.replace(checkpoint, memory_bank_state=None, validation_scores=scores,
+                               score_mean=float(scores.mean()), score_std=float(scores.std()), sha256="")

@@ -9,10 +9,11 @@ downstream consumers can drop the duplicates that at-least-once delivery allows:
      "model": "deep", "checkpoint_sha256": "…",
      "top_features": [{"name": "V14", "error": 40.2}, ...]}
 
-``score`` is what the threshold judges (the memory-bank distance by default, see
-:mod:`stream_ae.model.memory_bank`); ``reconstruction_error`` is the model's mean squared
-reconstruction error of the standardised event, and ``top_features`` the features with the
-largest squared error. A score record (optional scores topic) carries the same fields but
+``score`` is what the threshold judges (the detector's score, :mod:`stream_ae.model.detector`:
+the memory-bank distance by default); the detector's named values follow it
+(the autoencoder's ``reconstruction_error``: the model's mean squared reconstruction error
+of the standardised event), and ``top_features`` are the features with the largest
+attribution (the autoencoder's: squared error). A score record (optional scores topic) carries the same fields but
 ``top_features`` and adds ``"anomaly": true|false``. Every number in them is finite: the
 codec refuses values whose score would not be, and a score that overflows all the same (a
 model's exponential, say) is written as the largest float32 of its sign (NaN as the
@@ -31,13 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import orjson
 
+from stream_ae.model.detector import Scores
 from stream_ae.pipeline.codec import FLOAT32_MAX, Batch, Rejected
-from stream_ae.pipeline.scoring.autoencoder import Scores
 from stream_ae.pipeline.threshold.adaptive import Verdict
 
 REASON_HEADER = "stream_ae.reason"
@@ -66,14 +68,17 @@ class ModelIdentity:
 def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verdict,
                    detected_at_ms: int, model: ModelIdentity) -> list[dict]:
     """The fields alerts and score records share, one dict per row of ``rows`` (int ``(k,)``
-    indices into the batch); each column is read out of its array once, not per event."""
+    indices into the batch): the score, then the detector's named values
+    (:attr:`~stream_ae.model.detector.Scores.values`), then the threshold's; each column is
+    read out of its array once, not per event."""
     slots = batch.partition_index[rows].tolist()
+    names = list(scores.values)
+    named = zip(*(finite(scores.values[name][rows]) for name in names)) if names else repeat(())
     columns = zip(slots, batch.offsets[rows].tolist(), [batch.event_ids[row] for row in rows.tolist()],
-                  batch.timestamps_ms[rows].tolist(), finite(scores.score[rows]),
-                  finite(scores.reconstruction_error[rows]),
+                  batch.timestamps_ms[rows].tolist(), finite(scores.score[rows]), named,
                   finite(verdict.thresholds[rows]), finite(verdict.zscores[rows]))
     out = []
-    for slot, offset, event_id, timestamp_ms, score, error, threshold, zscore in columns:
+    for slot, offset, event_id, timestamp_ms, score, values, threshold, zscore in columns:
         topic, partition = batch.partitions[slot]
         out.append({
             "key": record_key(topic, partition, offset),
@@ -84,7 +89,7 @@ def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verd
             "event_timestamp_ms": timestamp_ms,
             "detected_at_ms": detected_at_ms,
             "score": score,
-            "reconstruction_error": error,
+            **dict(zip(names, values)),
             "threshold": threshold,
             "zscore": zscore,
             "model": model.name,

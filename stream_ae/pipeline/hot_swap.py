@@ -1,4 +1,4 @@
-"""The model in service, and swapping in a new checkpoint between batches.
+"""Swapping in a new checkpoint between batches.
 
 A swap happens on request (SIGHUP: :meth:`HotSwap.request`) or when the checkpoint file
 changed (checked every ``check_interval_s`` seconds). A checkpoint that cannot be read, or
@@ -11,38 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter
 
-from stream_ae.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from stream_ae.pipeline.alerts import ModelIdentity
-from stream_ae.pipeline.codec import EventDecoder
-from stream_ae.pipeline.scoring.base import ScoreHead
-from stream_ae.pipeline.threshold.base import Threshold
+from stream_ae.model.checkpoint import CheckpointError, load_checkpoint
+from stream_ae.pipeline.serving import ModelLoader, ServedModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """Everything that serves one checkpoint: decoder, score head, a freshly seeded threshold.
-
-    Attributes:
-        checkpoint: the model's checkpoint.
-        decoder: decodes records into the checkpoint's feature layout.
-        scorer: the score head.
-        threshold: the threshold rule, seeded from the checkpoint.
-        identity: the model's name and checkpoint sha256, as alerts carry them.
-    """
-
-    checkpoint: Checkpoint
-    decoder: EventDecoder
-    scorer: ScoreHead
-    threshold: Threshold
-    identity: ModelIdentity
 
 
 def _mtime(path: Path) -> int | None:
@@ -59,15 +35,15 @@ class HotSwap:
         path: the checkpoint file.
         check_interval_s: seconds between checks of the file's modification time; 0 swaps
             only on :meth:`request`.
-        serve: builds a :class:`ServedModel` from a checkpoint.
+        loader: builds the served model of a checkpoint (the service hands it over, set up
+            as the daemon's own model was).
         reloads: counter labelled ``result`` (``loaded``, ``refused``).
     """
 
-    def __init__(self, path: Path, check_interval_s: float, serve: Callable[[Checkpoint], ServedModel],
-                 reloads: Counter) -> None:
+    def __init__(self, path: Path, check_interval_s: float, loader: ModelLoader, reloads: Counter) -> None:
         self.path = path
         self.check_interval_s = check_interval_s
-        self.serve = serve
+        self.loader = loader
         self.reloads = reloads
         self._requested = threading.Event()
         self._mtime = _mtime(path)
@@ -102,7 +78,7 @@ class HotSwap:
                     f"it takes {candidate.describe()}, but the stream carries "
                     f"{served.kind} events of {served.input_dim} values "
                     f"({', '.join(served.feature_names[:3])}, ...)")
-            swapped = self.serve(candidate)
+            swapped = self.loader.load(candidate)
         except (CheckpointError, ValueError) as exc:
             self.reloads.labels("refused").inc()
             log.error("new checkpoint %s refused; the current model keeps serving: %s", self.path, exc)

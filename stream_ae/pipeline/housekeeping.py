@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from stream_ae.kafka.ends import Source
 from stream_ae.pipeline.ownership import PartitionOwnership
-from stream_ae.telemetry.metrics import DetectorMetrics
+from stream_ae.telemetry.metrics import DaemonMetrics
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Housekeeping:
 
     source: Source
     ownership: PartitionOwnership
-    metrics: DetectorMetrics
+    metrics: DaemonMetrics
     interval_s: float = 1.0
     _next: float = field(default=0.0, init=False)
 

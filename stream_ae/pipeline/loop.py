@@ -1,14 +1,14 @@
-"""The daemon's loop: source → codec → scorer → threshold → sink → commit, one micro-batch at a time.
+"""The daemon's loop: source → codec → detector → threshold → sink → commit, one micro-batch at a time.
 
-:class:`Detector` keeps the order of the steps and the delivery promise: a batch's
-offsets are committed only after every alert, score, dead letter and threshold-state
-record of that batch has been acknowledged by the broker (at-least-once), or together
-with them in one transaction (exactly-once); how, is the delivery guarantee's
-(:mod:`.guarantee`). Every other job lives in a piece of its own: the stages
-(:mod:`.codec`, :mod:`.scoring`, :mod:`.threshold`, :mod:`.alerts`), partition ownership
-and readiness (:mod:`.ownership`), swapping the model (:mod:`.hot_swap`), stage timing
-(:mod:`.timing`); the service (:mod:`stream_ae.service.daemon`) builds them and runs the
-loop.
+:class:`StreamLoop` keeps the order of the steps and the delivery promise: a batch's
+offsets are committed only after every alert, score, dead letter and state record of that
+batch has been acknowledged by the broker (at-least-once), or together with them in one
+transaction (exactly-once); how, is the delivery guarantee's (:mod:`.guarantee`). Every
+other job lives in a piece of its own: the stages (:mod:`.codec`, the detector of
+:mod:`stream_ae.model.detector`, :mod:`.threshold`, :mod:`.alerts`), partition ownership,
+keyed state and readiness (:mod:`.ownership`, :mod:`.keyed_state`), the model in service
+(:mod:`.serving`, swapped by :mod:`.hot_swap`), stage timing (:mod:`.timing`); the service
+(:mod:`stream_ae.service.daemon`) builds them and runs the loop.
 
 One batch is in flight at a time, so that the broker's round trips overlap with work:
 batch N's output is sent, then batch N+1 is polled while N's acknowledgements arrive. N
@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
@@ -42,24 +43,23 @@ from stream_ae.kafka.options import ProducerTuning
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 from stream_ae.pipeline.alerts import alert_records, dead_letter_record, score_records
 from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee
-from stream_ae.pipeline.hot_swap import ServedModel
-from stream_ae.pipeline.ownership import PartitionOwnership, SavedThresholds
+from stream_ae.pipeline.ownership import PartitionOwnership
+from stream_ae.pipeline.serving import ServedModel
 from stream_ae.pipeline.timing import StageTimer
-from stream_ae.telemetry.metrics import DetectorMetrics
+from stream_ae.telemetry.metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class OutputTopics:
-    """Where the loop writes: alerts and dead letters always; every score and the threshold
-    state when named; ``max_request_bytes``: the sink's largest record (bytes), beyond
-    which a dead letter goes as a reference."""
+    """Where the loop writes: alerts and dead letters always; every score when named (the
+    state records go to their store's topic); ``max_request_bytes``: the sink's largest
+    record (bytes), beyond which a dead letter goes as a reference."""
 
     alerts: str
     dead_letter: str
     scores: str | None = None
-    state: str | None = None
     max_request_bytes: int = ProducerTuning.max_request_bytes
 
 
@@ -88,25 +88,30 @@ class _InFlight:
     timestamps_ms: np.ndarray
 
 
-class Detector:
+class Settled(Enum):
+    """What settling the batch in flight came to."""
+
+    NOTHING = "nothing was in flight"
+    COMMITTED = "acknowledged, offsets committed, counted"
+    REWOUND = "not delivered: the source is rewound, every record since is read again"
+
+
+class StreamLoop:
     """The loop: the order of the steps and the delivery promise (see the module docstring).
 
     Args:
         source, sink: the Kafka ends.
         served: the model in service (swap it with :meth:`serve`).
         topics: where the output goes.
-        ownership: the partitions owned; told to restore saved thresholds after a poll.
+        ownership: the partitions owned and their keyed state (with its store).
         metrics: counters and histograms the loop feeds.
-        saved: where threshold state records are formatted for ``topics.state``; None
-            sends none.
         retry_backoff_s: pause after a batch whose output was not acknowledged (seconds).
         guarantee: how a batch's output and offsets become final; None:
             :class:`~.guarantee.AtLeastOnce` over ``source`` and ``sink``.
     """
 
     def __init__(self, source: Source, sink: Sink, served: ServedModel, topics: OutputTopics,
-                 ownership: PartitionOwnership, metrics: DetectorMetrics,
-                 saved: SavedThresholds | None = None, retry_backoff_s: float = 1.0,
+                 ownership: PartitionOwnership, metrics: DaemonMetrics, retry_backoff_s: float = 1.0,
                  guarantee: DeliveryGuarantee | None = None) -> None:
         self.source = source
         self.sink = sink
@@ -114,7 +119,6 @@ class Detector:
         self.topics = topics
         self.ownership = ownership
         self.metrics = metrics
-        self.saved = saved if topics.state else None
         self.retry_backoff_s = retry_backoff_s
         self.timer = StageTimer(metrics.stage_seconds)
         self._in_flight: _InFlight | None = None
@@ -126,42 +130,59 @@ class Detector:
     def serve(self, served: ServedModel) -> None:
         """Serve ``served`` from the next batch on (its threshold starts from its seed)."""
         self.served = served
+        self.ownership.states.hold([served.threshold])
         self.metrics.show_model(served.identity.name, served.identity.checkpoint_sha256)
         self.metrics.show_thresholds(self.ownership.assigned, served.threshold.threshold)
 
     def _release(self, partitions: list[PartitionKey]) -> None:
         for partition in partitions:
             self._committed_async.pop(partition, None)
-            self.served.threshold.forget(partition)
 
     # -- one micro-batch ---------------------------------------------------------------------
     def step(self) -> int:
-        """Poll and handle one micro-batch, then settle the one before it (see the module
-        docstring). Returns the number of records polled."""
-        served, topics, sink, timer = self.served, self.topics, self.sink, self.timer
+        """Poll and handle one micro-batch. Returns the number of records polled.
+
+        The order, and the only places each case is decided:
+
+        1. poll; the keyed state of partitions assigned during the poll is restored first
+           (unreadable: the poll is rewound and dropped, see :meth:`_restore_assigned`);
+        2. nothing polled: settle the batch in flight, done;
+        3. the batch in flight settles before this one is handled when the guarantee wants
+           one batch at a time or its acknowledgement is already in; if it was not
+           delivered, the source was rewound to it and this poll is dropped (it comes again);
+        4. handle this batch: decode, score, threshold, send its output, seal it;
+        5. settle the batch still in flight, if any, and put this one in flight.
+        """
+        timer = self.timer
         timer.start()
         consumed = self.source.poll_batch()
-        if self.ownership.restoring and not self._restored(consumed):  # assigned during the poll
+        if self.ownership.restoring and not self._restore_assigned(consumed):
             return 0
         timer.lap("poll")
         if not len(consumed):
-            self._settle(None)
+            self._settle_in_flight()
             return 0
         in_flight = self._in_flight
-        if (in_flight is not None and (self.guarantee.one_at_a_time or in_flight.delivery.done())
-                and not self._settle(None, unhandled=consumed)):
-            return 0  # rewound to the unacknowledged batch: these records come again after it
-        self.metrics.batch_size.observe(len(consumed))
+        settles_first = in_flight is not None and (self.guarantee.one_at_a_time or in_flight.delivery.done())
+        if settles_first and self._settle_in_flight(unhandled=consumed) is Settled.REWOUND:
+            return 0
+        self._settle_in_flight(newer=self._handle(consumed))
+        return len(consumed)
 
+    def _handle(self, consumed: ConsumedBatch) -> _InFlight:
+        """Decode, score and judge ``consumed``, send its output and seal it: the batch that
+        goes in flight."""
+        served, topics, sink, timer = self.served, self.topics, self.sink, self.timer
+        self.metrics.batch_size.observe(len(consumed))
         batch, rejected = served.decoder.decode(consumed)
         timer.lap("decode")
-        scores = served.scorer.score(batch.values)
+        scores = served.detector.score(batch.values)
         self.metrics.inference_seconds.observe(timer.lap("score"))
         verdict = served.threshold.apply(batch.partitions, batch.partition_index, scores.score)
         timer.lap("threshold")
 
         detected_at_ms = int(time.time() * 1000)
-        alerts = alert_records(batch, scores, verdict, served.scorer.attribution_names,
+        alerts = alert_records(batch, scores, verdict, served.detector.attribution_names,
                                detected_at_ms, served.identity)
         for key, value in alerts:
             sink.send(topics.alerts, key, value)
@@ -171,85 +192,78 @@ class Detector:
         for item in rejected:
             sink.send(topics.dead_letter, *dead_letter_record(item, topics.max_request_bytes))
         next_offsets = consumed.next_offsets()
-        if self.saved is not None:
-            self._send_threshold_state(next_offsets)
-        sent = _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
-                         len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
-        timer.lap("produce")
+        states = self.ownership.states
+        if states.store is not None:
+            for key, value in states.records(next_offsets, served.identity.checkpoint_sha256):
+                sink.send(states.store.topic, key, value)
         self.metrics.show_thresholds(batch.partitions, served.threshold.threshold)
-        self._settle(sent)
-        return len(consumed)
+        return _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
+                         len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
 
-    def _restored(self, consumed: ConsumedBatch) -> bool:
-        """Restore the saved thresholds of the newly assigned partitions. When the state
-        cannot be read (the broker went away), rewind ``consumed`` and pause: its records
-        come again, to be judged once the state has been read. Returns whether it was read."""
+    def _restore_assigned(self, consumed: ConsumedBatch) -> bool:
+        """Restore the keyed state of the newly assigned partitions. When the state cannot
+        be read (the broker went away), rewind ``consumed`` and pause: its records come
+        again, to be judged once the state has been read. Returns whether it was read."""
         served = self.served
         try:
-            self.ownership.restore(served.threshold, served.identity.checkpoint_sha256)
+            restored = self.ownership.restore(served.identity.checkpoint_sha256)
         except BrokerUnreachableError as exc:
-            log.warning("saved thresholds not read, trying again: %s", exc)
+            log.warning("saved state not read, trying again: %s", exc)
             if len(consumed):
                 self.source.rewind(consumed.first_offsets())
             time.sleep(self.retry_backoff_s)
             return False
+        self.metrics.show_thresholds(restored, served.threshold.threshold)
         return True
 
-    def _send_threshold_state(self, next_offsets: dict[PartitionKey, int]) -> None:
-        """Queue the state record of every partition in the batch, for the same acknowledgement."""
-        assert self.saved is not None and self.topics.state is not None
-        threshold, sha256 = self.served.threshold, self.served.identity.checkpoint_sha256
-        for partition, next_offset in next_offsets.items():
-            state = {**threshold.export(partition), "next_offset": next_offset, "checkpoint_sha256": sha256}
-            self.sink.send(self.topics.state, *self.saved.record(partition, state))
-
     # -- the delivery promise ----------------------------------------------------------------
-    def _settle(self, newer: _InFlight | None, unhandled: ConsumedBatch | None = None) -> bool:
+    def _settle_in_flight(self, newer: _InFlight | None = None, unhandled: ConsumedBatch | None = None) -> Settled:
         """Settle the batch in flight and put ``newer`` in its place.
 
-        Settling waits for the batch's acknowledgement, commits its offsets (the
+        Settling waits for the batch's acknowledgement (the produce stage ends here, for the
+        batch whose output was just sent as for the one in flight), commits its offsets (the
         guarantee's :meth:`~.guarantee.DeliveryGuarantee.commit`) and counts it. If its
-        delivery failed, nothing is committed: the source is rewound to the first records
-        of the failed batch, of ``newer`` (whose output is abandoned with it) and of
-        ``unhandled`` (a batch polled but not handled yet), so that all of them are read
-        again.
-
-        Returns:
-            False when a failed delivery rewound the source (records polled since then must
-            be dropped: they come again); True otherwise.
+        delivery failed, nothing is committed and nothing stays in flight: the source is
+        rewound to the first records of the failed batch, of ``newer`` (whose output is
+        abandoned with it) and of ``unhandled`` (a batch polled but not handled yet), so
+        that all of them are read again.
         """
         settling, self._in_flight = self._in_flight, newer
-        if settling is None:
-            return True
-        metrics = self.metrics
-        try:
-            self._wait_counting_refusals(settling.delivery)
-        except DeliveryError as exc:
-            metrics.delivery_failures.inc()
-            log.error("batch output not acknowledged, reading the batch again: %s", exc)
-            involved = [settling.first_offsets, *([newer.first_offsets] if newer else []),
-                        *([unhandled.first_offsets()] if unhandled is not None else [])]
-            first: dict[PartitionKey, int] = {}
-            for first_offsets in involved:
-                for partition, offset in first_offsets.items():
-                    first[partition] = min(offset, first.get(partition, offset))
-            self._in_flight = None
-            self.source.rewind(first)
-            self.guarantee.rewound(list(first))
-            time.sleep(self.retry_backoff_s)
-            return False
+        if settling is not None:
+            try:
+                self._wait_counting_refusals(settling.delivery)
+            except DeliveryError as exc:
+                self._read_again(exc, [settling.first_offsets, *([newer.first_offsets] if newer else []),
+                                       *([unhandled.first_offsets()] if unhandled is not None else [])])
+                return Settled.REWOUND
         self.timer.lap("produce")
-
+        if settling is None:
+            return Settled.NOTHING
         self._committed_async.update(self.guarantee.commit(self.ownership.owned(settling.next_offsets)))
         self.timer.lap("commit")
 
+        metrics = self.metrics
         metrics.end_to_end_latency.observe_many(settling.delivery.acknowledged_at() - settling.timestamps_ms / 1000.0)
         metrics.events_consumed.inc(settling.records)  # counted last: a reader that sees
         metrics.events_scored.inc(len(settling.timestamps_ms))  # the counts sees the latencies
         metrics.alerts.inc(settling.alerts)
         for reason in settling.dead_letter_reasons:
             metrics.dead_lettered.labels(reason).inc()
-        return True
+        return Settled.COMMITTED
+
+    def _read_again(self, failure: DeliveryError, involved: list[dict[PartitionKey, int]]) -> None:
+        """A delivery failed: rewind the source to the earliest of the ``involved`` batches'
+        first offsets, tell the guarantee, drop what was in flight, and back off."""
+        self.metrics.delivery_failures.inc()
+        log.error("batch output not acknowledged, reading the batch again: %s", failure)
+        first: dict[PartitionKey, int] = {}
+        for first_offsets in involved:
+            for partition, offset in first_offsets.items():
+                first[partition] = min(offset, first.get(partition, offset))
+        self._in_flight = None
+        self.source.rewind(first)
+        self.guarantee.rewound(list(first))
+        time.sleep(self.retry_backoff_s)
 
     def _wait_counting_refusals(self, delivery: Delivery) -> None:
         """Wait for ``delivery``. A failure made only of records refused for good is not
@@ -275,7 +289,7 @@ class Detector:
     def settle_before_leaving(self) -> None:
         """Settle the batch in flight, then commit every offset committed asynchronously
         again, synchronously, so that none is lost with the connection."""
-        self._settle(None)
+        self._settle_in_flight()
         if self._committed_async:
             self.source.commit(self._committed_async)
             self._committed_async.clear()

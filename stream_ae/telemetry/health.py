@@ -43,7 +43,7 @@ class MetricsServer:
     """Serves ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` from a thread.
 
     Args:
-        registry: the metrics to expose (``DetectorMetrics.registry``).
+        registry: the metrics to expose (``DaemonMetrics.registry``).
         health: liveness and readiness.
         host, port: where to bind; port 0 picks a free port (see ``port`` after ``start``).
 

@@ -76,7 +76,7 @@ class BatchHistogram(Collector):
         yield family
 
 
-class DetectorMetrics:
+class DaemonMetrics:
     """Every metric the daemon exports, in a registry of its own.
 
     Attributes are the prometheus-client objects; see their help strings for meanings.
@@ -86,7 +86,7 @@ class DetectorMetrics:
     Args:
         dead_letter_reasons: every reason a record can be dead-lettered for; each gets its
             series at zero from the start, so that a rate over it is defined.
-        refusals: ``(output topics, reasons)``: every topic the detector writes and every
+        refusals: ``(output topics, reasons)``: every topic the daemon writes and every
             reason the broker can refuse a record for good; each pair gets its
             ``stream_ae_refused_records_total`` series at zero from the start, likewise.
     """
@@ -99,7 +99,7 @@ class DetectorMetrics:
         self.events_consumed = Counter("stream_ae_events_consumed_total",
                                        "Records read from the input topics", registry=r)
         self.events_scored = Counter("stream_ae_events_scored_total",
-                                     "Events decoded and scored by the model", registry=r)
+                                     "Events decoded and scored by the detector", registry=r)
         self.alerts = Counter("stream_ae_alerts_total",
                               "Events flagged as anomalies and published to the alerts topic",
                               registry=r)
@@ -111,7 +111,7 @@ class DetectorMetrics:
         self.batch_size = Histogram("stream_ae_batch_size_events", "Records per micro-batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.inference_seconds = Histogram("stream_ae_inference_seconds",
-                                           "Model time per micro-batch (scaler, forward, error)",
+                                           "Detector time per micro-batch (scaler, forward, score)",
                                            buckets=INFERENCE_BUCKETS, registry=r)
         self.stage_seconds = Counter("stream_ae_stage_seconds_total",
                                      "Time spent in each pipeline stage", ["stage"], registry=r)
@@ -120,7 +120,7 @@ class DetectorMetrics:
             "Record timestamp to the acknowledgement of the batch's alerts, per event",
             LATENCY_BUCKETS)
         r.register(self.end_to_end_latency)
-        self.threshold = Gauge("stream_ae_threshold", "Reconstruction-error threshold in force",
+        self.threshold = Gauge("stream_ae_threshold", "Anomaly-score threshold in force",
                                ["topic", "partition"], registry=r)
         self.consumer_lag = Gauge("stream_ae_consumer_lag_events",
                                   "High watermark minus the consumer's position",

@@ -9,7 +9,7 @@ For every dataset file, in one run and on the same rows:
    the other 20 % of the normal rows and every anomaly.
 3. **Default detector.** :func:`stream_ae.model.training.train_autoencoder` with the default
    options (the default model and its memory-bank score); the test rows are scored by the
-   daemon's own scorer (:func:`stream_ae.tools.evaluate.score_events`), and thresholded at
+   checkpoint's detector, the daemon's own (:func:`stream_ae.model.detector.build_detector`), and thresholded at
    the threshold the daemon starts with (k calibrated to ``false_alarm_rate``).
    The same trained autoencoder's plain reconstruction error is reported beside it.
 4. **Baselines**, fitted on the same normal training rows: kNN as PyOD's ``KNN`` defaults
@@ -39,10 +39,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from stream_ae.model.datasets import DatasetError, LabelledDataset, load_dataset, split_normal_rows
+from stream_ae.model.detector import build_detector
 from stream_ae.model.device import resolve_device
 from stream_ae.model.training import TrainingOptions, train_autoencoder, without_memory_bank
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
-from stream_ae.tools.evaluate import detection_metrics, score_events
+from stream_ae.tools.evaluate import detection_metrics
 
 DATASET_SUFFIXES = (".csv", ".parquet", ".npz", ".gz")
 ANOMALY_SHARE_CAP = 0.10
@@ -138,11 +139,11 @@ def compare_dataset(dataset: LabelledDataset, options: TrainingOptions, max_rows
     checkpoint = train_autoencoder(dataset, options)
     split = split_normal_rows(dataset.labels, len(dataset.values), options.seed)
     labels, test = dataset.labels[split.test], dataset.values[split.test]
-    scores = score_events(checkpoint, test, options.device)
-    metrics = detection_metrics(labels, scores, checkpoint.validation_errors,
+    scores = build_detector(checkpoint, options.device).score_all(test)
+    metrics = detection_metrics(labels, scores, checkpoint.validation_scores,
                                 false_alarm_rate=false_alarm_rate, k=k)
     start = metrics["start"]
-    plain = without_memory_bank(checkpoint, dataset) if checkpoint.score_head is not None else checkpoint
+    plain = without_memory_bank(checkpoint, dataset) if checkpoint.memory_bank_state is not None else checkpoint
     train = dataset.values[split.train]
     return {
         "rows": int(len(dataset.values)), "features": int(dataset.values.shape[1]),
@@ -153,7 +154,7 @@ def compare_dataset(dataset: LabelledDataset, options: TrainingOptions, max_rows
                     "target_false_alarm_rate": start["target_false_alarm_rate"], "k": start["k"],
                     "model": checkpoint.model_name, "score": checkpoint.score_name,
                     "epochs": int(checkpoint.training["epochs_run"])},
-        "reconstruction": _ranking(labels, score_events(plain, test, options.device)),
+        "reconstruction": _ranking(labels, build_detector(plain, options.device).score_all(test)),
         "knn": _ranking(labels, knn_scores(train, test)),
         "iforest": _ranking(labels, isolation_forest_scores(train, test, options.seed)),
         "seconds": time.perf_counter() - started,
@@ -249,7 +250,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The result as a Markdown table (the README's results section)."""
+    """The result as a Markdown table (the generated table of docs/results.md)."""
     lines = ["| dataset | rows × features | default (AE + memory bank) | same AE, reconstruction error "
              "| kNN (k = 5) | IsolationForest | default AUC-PR | kNN AUC-PR | target false-alarm rate "
              "| realised false-alarm rate | precision | recall |",

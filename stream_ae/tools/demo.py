@@ -28,7 +28,7 @@ from stream_ae.model.checkpoint import save_checkpoint
 from stream_ae.model.datasets import LabelledDataset, load_dataset, synthetic_transactions
 from stream_ae.model.training import TrainingOptions, train_autoencoder
 from stream_ae.service.config import Settings, load_settings
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from stream_ae.tools.replay import event_id, replay
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run_demo(data: Path | None = None, label_column: str | None = None,
         settings = _demo_settings(broker.bootstrap_servers, checkpoint_path)
         ensure_topics(settings.kafka.connection(), {"events": INPUT_PARTITIONS, "alerts": 1,
                                                     "events-dead-letter": 1, "scores": INPUT_PARTITIONS})
-        with BackgroundDetector(settings, checkpoint) as running:
+        with DaemonThread(settings, checkpoint) as running:
             sink = KafkaSink(settings.kafka.connection(), topics=["events"])
             for value in MALFORMED_RECORDS:
                 sink.send("events", b"malformed", value)

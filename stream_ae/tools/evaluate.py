@@ -3,18 +3,20 @@
 Given the file the checkpoint was trained on (same sha256), only the rows the training held
 out are scored (``checkpoint.training["split"]["test"]``: the unused normal rows and every
 anomaly); given any other file, every row, with a warning (logged, and in the report):
-figures of a model on data other than its own are easily misread. The events go through the daemon's own
-:class:`~stream_ae.pipeline.scoring.autoencoder.AutoencoderScorer`, so the scores are those the detector would stream.
+figures of a model on data other than its own are easily misread. The events are scored by the
+checkpoint's detector (:func:`stream_ae.model.detector.build_detector`), the daemon's own, so
+the scores are those the daemon would stream.
 
 Metrics come from scikit-learn: AUC-ROC (``roc_auc_score``), AUC-PR as average precision
 (``average_precision_score``), precision / recall / F1 (``precision_recall_fscore_support``)
 and the confusion matrix (``confusion_matrix``) at the threshold the daemon starts with
 (``start``: k calibrated to the target false-alarm rate, by default 5 %, with the realised
 false-alarm rate on the evaluated normal rows beside the target), at the thresholds for
-k = 1, 2, 3 (:func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of the
-checkpoint's validation scores, on the log scale by default; an event is flagged when its
-score is above it), and at the threshold with the best F1 on the evaluated rows
-(``precision_recall_curve``; chosen on those rows, so an upper bound, not a setting).
+k = 1, 2, 3 (the seeded threshold of the checkpoint's validation scores,
+:meth:`~stream_ae.pipeline.threshold.adaptive.AdaptiveThreshold.from_validation_scores`, on
+the log scale by default; an event is flagged when its score is above it), and at the
+threshold with the best F1 on the evaluated rows (``precision_recall_curve``; chosen on
+those rows, so an upper bound, not a setting).
 """
 
 from __future__ import annotations
@@ -38,13 +40,12 @@ from sklearn.metrics import (
 
 from stream_ae.model.checkpoint import Checkpoint, load_checkpoint
 from stream_ae.model.datasets import LabelledDataset, load_dataset
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
-from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE, seeded_threshold, starting_k
+from stream_ae.model.detector import build_detector
+from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE, AdaptiveThreshold
 
 log = logging.getLogger(__name__)
 
 THRESHOLD_KS = (1, 2, 3)
-SCORE_BATCH = 8192  # events per forward pass
 
 
 def evaluation_rows(checkpoint: Checkpoint, dataset: LabelledDataset) -> tuple[np.ndarray, bool]:
@@ -64,23 +65,6 @@ def other_data_warning(checkpoint: Checkpoint, checkpoint_path: Path | str, data
     digest = f"sha256 {checkpoint.dataset_sha256[:12]}" if checkpoint.dataset_sha256 else "no digest recorded"
     return (f"{data_path} is not the file {checkpoint_path} was trained on ({trained_on}, {digest}): every row "
             "is scored, and figures on data unlike the training data may mean little")
-
-
-def score_events(checkpoint: Checkpoint, values: np.ndarray, device: str = "auto") -> np.ndarray:
-    """Anomaly scores of raw (unstandardised) events with the daemon's scorer.
-
-    Args:
-        values: float32 ``(events, features)``.
-
-    Returns:
-        float32 ``(events,)``: the checkpoint's score (the memory-bank distance; without a
-        bank, the mean squared reconstruction error of the standardised event, or the VAE's
-        negative ELBO when the checkpoint asks for it).
-    """
-    scorer = AutoencoderScorer(checkpoint, device)
-    parts = [scorer.score(np.ascontiguousarray(values[start:start + SCORE_BATCH])).score
-             for start in range(0, len(values), SCORE_BATCH)]
-    return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
 
 def operating_point(labels: np.ndarray, flags: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -106,10 +90,10 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores:
         labels: ``(events,)`` with 1 = anomaly.
         scores: ``(events,)``, higher = more anomalous.
         validation_scores: ``(rows,)`` scores of normal validation rows; every threshold is
-            :func:`stream_ae.pipeline.threshold.adaptive.seeded_threshold` of them for some k.
+            the seeded threshold of them for some k (:meth:`AdaptiveThreshold.from_validation_scores`).
         scale: ``log`` (the daemon's default; scores must be positive) or ``linear``.
         false_alarm_rate, k: the daemon's ``threshold.false_alarm_rate`` and ``threshold.k``,
-            which give the k it starts with (:func:`~stream_ae.pipeline.threshold.adaptive.starting_k`).
+            which give the k it starts with (:func:`~stream_ae.pipeline.threshold.adaptive.starting_k`)
 
     Returns:
         ``auc_roc``, ``auc_pr``; ``start``: the operating point of the threshold the daemon
@@ -130,16 +114,18 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores:
         f1 = np.nan_to_num(2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1]))
     best = cut_points[int(np.argmax(f1))]
 
-    def at_k(k: float) -> dict[str, Any]:
-        cut = seeded_threshold(validation_scores, k, scale)
-        return {"k": k, **operating_point(labels, scores > cut, cut)}
+    def at(threshold: AdaptiveThreshold) -> dict[str, Any]:
+        cut = threshold.seed_threshold
+        return {"k": threshold.k, **operating_point(labels, scores > cut, cut)}
+
+    def seeded(k: float, false_alarm_rate: float | None = None) -> AdaptiveThreshold:
+        return AdaptiveThreshold.from_validation_scores(validation_scores, k, scale, false_alarm_rate=false_alarm_rate)
 
     return {
         "auc_roc": float(roc_auc_score(labels, scores)),
         "auc_pr": float(average_precision_score(labels, scores)),
-        "start": {"target_false_alarm_rate": false_alarm_rate,
-                  **at_k(starting_k(validation_scores, k, false_alarm_rate, scale))},
-        "thresholds": [at_k(k) for k in THRESHOLD_KS],
+        "start": {"target_false_alarm_rate": false_alarm_rate, **at(seeded(k, false_alarm_rate))},
+        "thresholds": [at(seeded(k)) for k in THRESHOLD_KS],
         "best_f1": operating_point(labels, scores >= best, best),
     }
 
@@ -253,7 +239,7 @@ def _markdown(report: dict[str, Any]) -> str:
 |---|---|
 | {metrics['auc_roc']:.4f} | {metrics['auc_pr']:.4f} |
 
-Thresholds: mean + k · std of the log score of the checkpoint's validation rows after upper-tail sigma clipping (plain validation score mean {report['error_mean']:.4g}, std {report['error_std']:.4g}); an event is flagged above it. The first row is the one the daemon starts with (k calibrated to the target false-alarm rate; the realised rate on these normal rows beside it). The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
+Thresholds: mean + k · std of the log score of the checkpoint's validation rows after upper-tail sigma clipping (plain validation score mean {report['score_mean']:.4g}, std {report['score_std']:.4g}); an event is flagged above it. The first row is the one the daemon starts with (k calibrated to the target false-alarm rate; the realised rate on these normal rows beside it). The best-F1 threshold is chosen on these same rows: an upper bound, not a setting.
 
 | k | threshold | flagged | precision | recall | F1 | false-alarm rate | TN | FP | FN | TP |
 |---|---|---|---|---|---|---|---|---|---|---|
@@ -300,8 +286,8 @@ def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Pat
     for warning in warnings:
         log.warning("%s", warning)
     labels = dataset.labels[rows]
-    scores = score_events(checkpoint, dataset.values[rows], device)
-    metrics = detection_metrics(labels, scores, checkpoint.validation_errors,
+    scores = build_detector(checkpoint, device).score_all(dataset.values[rows])
+    metrics = detection_metrics(labels, scores, checkpoint.validation_scores,
                                 false_alarm_rate=false_alarm_rate, k=k)
     training = checkpoint.training
     report = {
@@ -309,7 +295,7 @@ def evaluate(checkpoint_path: Path | str, data_path: Path | str, report_dir: Pat
         "model": checkpoint.model_name, "hparams": checkpoint.hparams,
         "dataset": dataset.name, "data": str(data_path), "dataset_sha256": dataset.sha256,
         "held_out_rows": held_out, "events": int(len(rows)), "anomalies": int(labels.sum()),
-        "error_mean": checkpoint.error_mean, "error_std": checkpoint.error_std,
+        "score_mean": checkpoint.score_mean, "score_std": checkpoint.score_std,
         "training": {key: training[key] for key in ("seed", "epochs_run", "wall_time_s") if key in training},
         "warnings": warnings,
         "metrics": metrics,

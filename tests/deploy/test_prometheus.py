@@ -53,7 +53,7 @@ from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import detector_settings, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,7 +301,7 @@ def live_prometheus(broker, synthetic_checkpoint, tmp_path_factory):
     ensure_topics(settings.kafka.connection(), {topic: 3, settings.topics.alerts: 1,
                                    settings.topics.dead_letter: 1, settings.topics.scores: 3})
 
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         detector = running.daemon
         wait_for(lambda: detector.server is not None, 30, "the metrics server")
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())

@@ -10,11 +10,11 @@ import socket
 
 import pytest
 
-from stream_ae.kafka import apache_broker
-from stream_ae.kafka.apache_broker import ApacheKafka
 from stream_ae.kafka.local_broker import BrokerError
 from stream_ae.kafka.options import Connection
 from stream_ae.kafka.topics import ensure_topics, read_topic
+from tests import apache_kafka as apache_broker
+from tests.apache_kafka import ApacheKafka
 from tests.helpers import broker_kind, produce_to
 
 pytestmark = [pytest.mark.integration,

@@ -28,7 +28,7 @@ from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.pipeline.alerts import REASON_HEADER
 from stream_ae.pipeline.codec import encode_binary
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import (
     DATASET,
     committed_total,
@@ -391,7 +391,7 @@ def test_offsets_are_committed_only_after_the_output_is_acknowledged(broker, cli
     produce(settings, topic, events(rows))
 
     sink = CrashBeforeAcknowledgement(make_sink(client, settings.kafka.connection(), settings.topics.outputs()))
-    crashing = BackgroundDetector(settings, checkpoint, sink=sink)
+    crashing = DaemonThread(settings, checkpoint, sink=sink)
     crashing.start().thread.join(60)  # it joins the group, reads a batch, and dies at the acknowledgement
     assert isinstance(crashing.error, CrashError)
     registry = crashing.daemon.metrics.registry
@@ -399,7 +399,7 @@ def test_offsets_are_committed_only_after_the_output_is_acknowledged(broker, cli
     assert crashing.daemon.metrics.totals()["events_in"] == 0, "a batch counts once it is done"
     assert committed_total(settings, topic, 1) == 0, "nothing may be committed before the acknowledgement"
 
-    with BackgroundDetector(settings, checkpoint) as restarted:
+    with DaemonThread(settings, checkpoint) as restarted:
         totals = restarted.wait_accounted(200)
     assert totals["events_in"] == 200, "the unacknowledged batch is read again"
     assert committed_total(settings, topic, 1) == 200
@@ -417,7 +417,7 @@ def test_events_in_alerts_scores_and_dead_letters_out(broker, client, topic_name
     bad = {b"not json": "invalid_json", encode_binary(np.ones(5)): "binary_wrong_count"}
     produce(settings, topic, events(rows[:200]) + list(bad) + [encode_binary(DATASET.values[r]) for r in rows[200:]])
 
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         totals = running.wait_accounted(402)
 
     assert totals == {"events_in": 402, "events_scored": 400, "dead_lettered": 2, "alerts": totals["alerts"]}

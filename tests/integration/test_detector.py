@@ -22,7 +22,7 @@ from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.datasets import CARD_FEATURES
 from stream_ae.pipeline.alerts import REASON_HEADER, SOURCE_HEADER
 from stream_ae.pipeline.threshold.adaptive import calibrated_k, seeded_threshold
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import DATASET, committed_total, detector_settings, events, produce, wait_for
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
     labels = DATASET.labels[rows]
     produce(settings, topic, events(rows) + [b"not json"])
 
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         totals = running.wait_accounted(len(rows) + 1)
         port = running.daemon.server.port
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
@@ -56,7 +56,7 @@ def test_events_in_alerts_out_with_keys_fields_and_metrics(broker, topic_names, 
         metrics = scrape(port)
         k = running.daemon.served.threshold.k  # calibrated to threshold.false_alarm_rate
 
-    expected_k = calibrated_k(checkpoint.validation_errors, settings.threshold.false_alarm_rate, "log")
+    expected_k = calibrated_k(checkpoint.validation_scores, settings.threshold.false_alarm_rate, "log")
     assert k == expected_k > 0
     assert totals == {"events_in": 601, "events_scored": 600, "dead_lettered": 1,
                       "alerts": totals["alerts"]}
@@ -125,7 +125,7 @@ def test_malformed_records_reach_the_dead_letter_topic_and_nothing_is_lost(broke
     keys = [f"k{i}".encode() for i in range(len(values))]
     produce(settings, topic, values, keys)
 
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         totals = running.wait_accounted(len(values))
     assert totals["events_in"] == len(values) == totals["events_scored"] + totals["dead_lettered"]
     assert totals["events_scored"] == 100 and totals["dead_lettered"] == len(bad)
@@ -152,7 +152,7 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
     normal_rows = checkpoint.training["split"]["validation"]
     rng = np.random.default_rng(5)
 
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         registry = running.daemon.metrics.registry
         gauge = lambda: registry.get_sample_value("stream_ae_threshold", {"topic": topic, "partition": "0"})  # noqa: E731
         sent = 0
@@ -180,7 +180,7 @@ def test_threshold_follows_a_shifted_stream_and_ignores_a_burst(broker, topic_na
         alerts_before = running.daemon.metrics.totals()["alerts"]
         after_shift = phase(events(shifted_rows, shifted))
         shift_alerts = running.daemon.metrics.totals()["alerts"] - alerts_before
-        shifted_errors = running.daemon.served.scorer.score(shifted[shifted_rows[-1500:]]).score
+        shifted_errors = running.daemon.served.detector.score(shifted[shifted_rows[-1500:]]).score
         k = running.daemon.served.threshold.k
     # the bar moved to where the shifted stream's own statistics put it
     target = seeded_threshold(shifted_errors, k, settings.threshold.scale)

@@ -12,9 +12,9 @@ from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.autoencoders import MODEL_BUILDERS
 from stream_ae.model.checkpoint import save_checkpoint
 from stream_ae.model.datasets import synthetic_transactions
+from stream_ae.model.detector import build_detector
 from stream_ae.model.training import TrainingOptions, train_autoencoder
-from stream_ae.service.daemon import BackgroundDetector
-from stream_ae.tools.evaluate import score_events
+from stream_ae.tools.daemon_thread import DaemonThread
 from stream_ae.tools.replay import event_id, replay
 from tests.helpers import detector_settings, synthetic_windows
 
@@ -39,7 +39,7 @@ def test_each_model_scores_every_streamed_event(name, hparams, score, broker, to
     ensure_topics(settings.kafka.connection(), {topic: 2, scores_topic: 1})
     rows = np.asarray(checkpoint.training["split"]["test"])[:EVENTS]
 
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         replay(dataset, rows, settings.kafka.connection(), topic, progress=False)
         totals = running.wait_accounted(len(rows))
     assert totals["events_scored"] == len(rows) and totals["dead_lettered"] == 0
@@ -49,6 +49,6 @@ def test_each_model_scores_every_streamed_event(name, hparams, score, broker, to
     streamed = {record["event_id"]: record for record in records}
     assert set(streamed) == {event_id(dataset, row) for row in rows}
     assert {record["model"] for record in records} == {name}
-    offline = score_events(checkpoint, dataset.values[rows], "cpu")
+    offline = build_detector(checkpoint, "cpu").score_all(dataset.values[rows])
     served = np.array([streamed[event_id(dataset, row)]["score"] for row in rows])
     np.testing.assert_allclose(served, offline, rtol=1e-4, atol=1e-6)

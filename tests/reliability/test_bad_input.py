@@ -24,7 +24,7 @@ from stream_ae.model.datasets import CARD_FEATURES, LabelledDataset
 from stream_ae.model.training import TrainingOptions, train_autoencoder
 from stream_ae.pipeline.alerts import REASON_HEADER
 from stream_ae.pipeline.codec import REASONS
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import detector_settings, produce
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ not_numbers = st.one_of(st.text(max_size=5), st.booleans(), st.none(), st.lists(
 class Stream:
     """A running daemon, its settings and a reader of its dead-letter topic."""
 
-    def __init__(self, running: BackgroundDetector, settings) -> None:
+    def __init__(self, running: DaemonThread, settings) -> None:
         self.running = running
         self.settings = settings
         self.dead = KafkaConsumer(**settings.kafka.connection().kafka_python(), group_id=None,
@@ -89,7 +89,7 @@ def streams(broker, synthetic_checkpoint, tmp_path_factory):
                                      events={"max_record_bytes": MAX_BYTES},
                                      topics={"scores": None, "state": None})
         ensure_topics(settings.kafka.connection(), {settings.topics.input[0]: 2, settings.topics.dead_letter: 1})
-        running = BackgroundDetector(settings, ckpt).__enter__()
+        running = DaemonThread(settings, ckpt).__enter__()
         opened[kind] = (Stream(running, settings), running)
     yield {kind: stream for kind, (stream, _) in opened.items()}
     for stream, running in opened.values():

@@ -12,11 +12,11 @@ import urllib.request
 
 import pytest
 
-from stream_ae.kafka.apache_broker import ApacheKafka
 from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
+from tests.apache_kafka import ApacheKafka
 from tests.helpers import detector_settings, make_broker, produce, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def test_daemon_survives_a_broker_outage(topic_names, synthetic_checkpoint, tmp_
               settings.topics.scores: 2, settings.topics.state: 1}
     ensure_topics(settings.kafka.connection(), topics)
     try:
-        with BackgroundDetector(settings, checkpoint) as running:
+        with DaemonThread(settings, checkpoint) as running:
             detector, port = running.daemon, running.daemon.server.port
             produce(settings, settings.topics.input[0], values[:500])
             running.wait_accounted(500)

@@ -35,7 +35,6 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_ae.kafka.apache_broker import ApacheKafkaCluster
 from stream_ae.kafka.ends import DeliveryError
 from stream_ae.kafka.kafka_python.sink import KafkaSink
 from stream_ae.kafka.options import Connection
@@ -44,6 +43,7 @@ from stream_ae.model.datasets import CARD_FEATURES
 from stream_ae.pipeline.alerts import SOURCE_HEADER
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.config import Settings
+from tests.apache_kafka import ApacheKafkaCluster
 from tests.helpers import DATASET, DaemonProcess, broker_kind, committed_total, detector_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]

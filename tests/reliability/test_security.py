@@ -19,7 +19,7 @@ from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.service.config import ConfigError, Settings, load_settings
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import DaemonProcess, detector_settings, produce, wait_for
 
 SECRET = "pa55-Wh1sper-7f3c9e"          # would never appear in a log line by chance
@@ -103,7 +103,7 @@ def test_an_in_process_detector_passes_the_secret_to_its_clients_and_never_logs_
     ensure_topics(settings.kafka.connection(), {topic: 2})
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.INFO, logger="kafka")  # kafka-python's own INFO lines too
-    with BackgroundDetector(settings, checkpoint) as running:
+    with DaemonThread(settings, checkpoint) as running:
         produce(settings, topic, some_events(200))
         totals = running.wait_accounted(200)
         consumer_config = running.daemon.source.consumer.config
@@ -195,7 +195,7 @@ def test_the_metrics_server_answers_on_the_configured_address_only(broker, topic
     checkpoint, path = synthetic_checkpoint
     default = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")})
     assert default.metrics.host == "127.0.0.1"
-    with BackgroundDetector(default, checkpoint) as running:
+    with DaemonThread(default, checkpoint) as running:
         server = running.daemon.server
         assert server.server.server_address[0] == "127.0.0.1"
         assert get(f"http://127.0.0.1:{server.port}/healthz") == 200
@@ -204,7 +204,7 @@ def test_the_metrics_server_answers_on_the_configured_address_only(broker, topic
     port = free_port()
     elsewhere = detector_settings(broker, topic_names, path, topics={"state": topic_names("state")},
                                   metrics={"host": "127.0.0.2", "port": port})
-    with BackgroundDetector(elsewhere, checkpoint) as running:
+    with DaemonThread(elsewhere, checkpoint) as running:
         assert running.daemon.server.server.server_address == ("127.0.0.2", port)
         assert get(f"http://127.0.0.2:{port}/healthz") == 200
         assert get(f"http://127.0.0.2:{port}/readyz") == 200

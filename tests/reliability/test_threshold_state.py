@@ -8,7 +8,7 @@ import pytest
 from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import CARD_FEATURES, synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
-from stream_ae.service.daemon import BackgroundDetector
+from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import detector_settings, produce, read_json
 
 pytestmark = pytest.mark.integration
@@ -27,12 +27,12 @@ def stream(settings, checkpoint, values: list[bytes], keys: list[bytes], restart
     ensure_topics(settings.kafka.connection(), {topic: PARTITIONS})
     cut = restart_at or len(values)
     produce(settings, topic, values[:cut], keys[:cut])
-    with BackgroundDetector(settings, checkpoint) as first:
+    with DaemonThread(settings, checkpoint) as first:
         first.wait_accounted(cut)
         at_stop = {key: first.daemon.served.threshold.threshold(key) for key in sorted(first.daemon.ownership.assigned)}
     after_restart = {}
     if restart_at is not None:
-        with BackgroundDetector(settings, checkpoint) as second:
+        with DaemonThread(settings, checkpoint) as second:
             after_restart = {key: second.daemon.served.threshold.threshold(key)
                              for key in sorted(second.daemon.ownership.assigned)}
             produce(settings, topic, values[cut:], keys[cut:])
@@ -59,7 +59,7 @@ def test_a_restarted_daemon_flags_what_an_uninterrupted_one_flags(broker, topic_
     restarted = detector_settings(broker, names, path, **tuned, topics={"state": names("state")})
     flagged_restarted, at_stop, after_restart = stream(restarted, checkpoint, values, keys, HALF)
 
-    seed = checkpoint.error_mean + 3 * checkpoint.error_std
+    seed = checkpoint.score_mean + 3 * checkpoint.score_std
     assert at_stop and after_restart == at_stop, "the restarted daemon starts from the saved state"
     assert all(abs(value - seed) > 1e-6 for value in at_stop.values()), "state had moved off the seed"
     differing = flagged_reference ^ flagged_restarted

@@ -1,7 +1,7 @@
 """The autoencoder family behind one small interface.
 
 Every model maps standardised events of shape ``(batch, features)`` to a reconstruction of
-the same shape. The detector scores an event by its reconstruction error: the mean squared
+the same shape. A model's own error of an event is its reconstruction error: the mean squared
 error over features (Sakurada & Yairi, 2014, "Anomaly detection using autoencoders with
 nonlinear dimensionality reduction"). Models are built by name from ``MODEL_BUILDERS``
 with their hyper-parameters, which the checkpoint stores, so a checkpoint rebuilds the
@@ -23,7 +23,7 @@ name            shape for the card data (``d = 29``)                   takes
 One model family per file: ``base.py`` (the :class:`Autoencoder` interface and the dense
 stack), ``dense.py`` (simple, sparse, deep, denoising), ``vae.py`` and ``conv.py``. To add a
 model, write a file with a subclass of :class:`Autoencoder` (a ``name``, its layers, and its
-``training_loss`` or ``score`` where they differ), then add the class to ``MODEL_BUILDERS`` below.
+``training_loss`` or ``error`` where they differ), then add the class to ``MODEL_BUILDERS`` below.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ class Autoencoder(nn.Module):
     """Base class: ``forward(x) -> reconstruction`` with ``x`` of shape ``(batch, features)``.
 
     Subclasses set ``name`` and build their layers; they may override ``training_loss``
-    (sparse, denoising and variational models do) and ``per_feature_error``. ``event_kinds``
+    (sparse, denoising and variational models do), ``per_feature_error`` and ``error``. ``event_kinds``
     lists the event kinds a model can take (see :func:`build_model`).
     """
 
@@ -39,18 +39,16 @@ class Autoencoder(nn.Module):
         """Squared reconstruction error of shape ``(batch, features)``."""
         return (self(x) - x) ** 2
 
-    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly score ``(batch,)`` and per-feature squared error ``(batch, features)``.
+    def error(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own error of each event ``(batch,)`` and the per-feature squared
+        error ``(batch, features)``, for standardised events ``x (batch, features)``.
 
-        The score is the mean squared reconstruction error; a model may define another
-        (the variational model offers the negative ELBO).
+        The error is the mean squared reconstruction error; a model may define another (the
+        variational model offers the negative ELBO). It is an ingredient of a score, not the
+        score: events are scored by a detector (:mod:`stream_ae.model.detector`).
         """
         per_feature = self.per_feature_error(x)
         return per_feature.mean(dim=1), per_feature
-
-    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
-        """The anomaly score per event, shape ``(batch,)`` (see :meth:`score`)."""
-        return self.score(x)[0]
 
     def represent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The code and the reconstruction of ``x`` in one pass (deterministic in eval mode).

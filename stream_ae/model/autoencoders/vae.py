@@ -82,7 +82,7 @@ class VariationalAutoencoder(Autoencoder):
     def training_loss(self, x: torch.Tensor) -> torch.Tensor:
         return self._negative_elbo(x)[0].mean()
 
-    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def error(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.score_kind == "elbo":
             return self._negative_elbo(x)
-        return super().score(x)
+        return super().error(x)

@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 
 from stream_ae.model.checkpoint import Checkpoint, load_checkpoint
 from stream_ae.model.datasets import LabelledDataset
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.model.detector import build_detector
 from stream_ae.service.config import Settings
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.tools.bench.throughput import WATCH_INTERVAL_S, events_per_second, events_scored
+from stream_ae.tools.daemon_thread import DaemonThread
 
 
 def naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpoint,
@@ -34,8 +34,8 @@ def naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpoi
 
     from stream_ae.pipeline.codec import BINARY_HEADER, BINARY_MAGIC
 
-    scorer = AutoencoderScorer(checkpoint, "cpu")
-    threshold = checkpoint.error_mean + 3.0 * checkpoint.error_std
+    detector = build_detector(checkpoint, "cpu")
+    threshold = checkpoint.score_mean + 3.0 * checkpoint.score_std
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=6000, heartbeat_interval_ms=1000, fetch_max_wait_ms=20)
@@ -51,9 +51,9 @@ def naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpoi
             else:
                 event = json.loads(message.value)
                 row = event["samples"] if checkpoint.kind == "window" else [event[name] for name in names]
-            error = float(scorer.score(np.asarray([row], np.float32)).score[0])
-            if error > threshold:
-                producer.send(alerts, json.dumps({"offset": message.offset, "error": error}).encode()).get(30)
+            score = float(detector.score(np.asarray([row], np.float32)).score[0])
+            if score > threshold:
+                producer.send(alerts, json.dumps({"offset": message.offset, "score": score}).encode()).get(30)
             consumer.commit({TopicPartition(message.topic, message.partition):
                              OffsetAndMetadata(message.offset + 1, "", -1)})
             count += 1
@@ -67,11 +67,11 @@ def naive_baseline(bootstrap: str, topic: str, alerts: str, checkpoint: Checkpoi
 
 
 def model_per_event(checkpoint: Checkpoint, values: np.ndarray) -> float:
-    """Events/s of the daemon's scorer called once per event (scaler, forward, error), no Kafka."""
-    scorer = AutoencoderScorer(checkpoint, "cpu")
+    """Events/s of the daemon's detector called once per event (scaler, forward, score), no Kafka."""
+    detector = build_detector(checkpoint, "cpu")
     started = time.perf_counter()
     for row in values:
-        scorer.score(row[None])
+        detector.score(row[None])
     return len(values) / (time.perf_counter() - started)
 
 
@@ -86,7 +86,7 @@ def _scale_out_worker(settings_json: str, checkpoint_path: str, threads: int, re
     from stream_ae.service.config import Settings
 
     torch.set_num_threads(threads)
-    running = BackgroundDetector(Settings.model_validate_json(settings_json),
+    running = DaemonThread(Settings.model_validate_json(settings_json),
                                  load_checkpoint(checkpoint_path), poll_s=WATCH_INTERVAL_S).start()
     try:
         while running.thread.is_alive():
@@ -140,7 +140,7 @@ def accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, comp
     if dataset.labels is None:
         raise ValueError(f"bench: the accuracy check needs labels; {dataset.name} has none")
     values, labels = dataset.values[rows], dataset.labels[rows]
-    reference = AutoencoderScorer(checkpoint, device).score(values).score
+    reference = build_detector(checkpoint, device).score(values).score
     variants: dict[str, dict[str, Any]] = {"bf16": {"precision": "bf16"}}
     if compile:
         variants["compile"] = {"compile": True}
@@ -148,12 +148,12 @@ def accuracy(checkpoint: Checkpoint, dataset: LabelledDataset, device: str, comp
     for name, kwargs in variants.items():
         try:
             started = time.perf_counter()
-            errors = AutoencoderScorer(checkpoint, device, **kwargs).score(values).score
+            scores = build_detector(checkpoint, device, **kwargs).score(values).score
         except Exception as exc:  # torch.compile needs a working C++ toolchain; report why not
             report[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             continue
-        report[name] = {"max_abs_diff": float(np.abs(errors - reference).max()),
-                        "max_rel_diff": float((np.abs(errors - reference) / np.abs(reference).clip(1e-12)).max()),
-                        "auc_change": float(roc_auc_score(labels, errors)) - report["auc_fp32"],
+        report[name] = {"max_abs_diff": float(np.abs(scores - reference).max()),
+                        "max_rel_diff": float((np.abs(scores - reference) / np.abs(reference).clip(1e-12)).max()),
+                        "auc_change": float(roc_auc_score(labels, scores)) - report["auc_fp32"],
                         "seconds": time.perf_counter() - started}
     return report

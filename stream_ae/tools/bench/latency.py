@@ -6,10 +6,10 @@ import multiprocessing
 
 import numpy as np
 
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.telemetry.metrics import LATENCY_BUCKETS, BatchHistogram
 from stream_ae.tools.bench.producers import paced_produce
 from stream_ae.tools.bench.throughput import events_scored
+from stream_ae.tools.daemon_thread import DaemonThread
 
 LOAD_LEVELS = (0.5, 0.9)
 
@@ -17,7 +17,7 @@ LOAD_LEVELS = (0.5, 0.9)
 FIXED_RATE_EPS = 2000.0  # the demo's replay rate: latency where the machine is far from saturated
 
 
-def measure_latency(running: BackgroundDetector, bootstrap: str, topic: str, payloads: list[bytes],
+def measure_latency(running: DaemonThread, bootstrap: str, topic: str, payloads: list[bytes],
              rate_eps: float, seconds: float) -> dict[str, float]:
     """p50/p95/p99 end-to-end latency (seconds) of events appended at ``rate_eps`` by a
     producer in another process, as the detector measures it."""

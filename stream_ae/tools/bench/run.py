@@ -93,7 +93,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             results["clients"][client] = {**round_figures(figures), "latency": latency}
         baseline = naive_baseline(bootstrap, topics.input, topics.alerts, checkpoint, options.baseline_seconds)
         results["per_event_baseline_eps"] = baseline
-        if options.score_heads and checkpoint.score_head is not None \
+        if options.score_heads and checkpoint.memory_bank_state is not None \
                 and checkpoint.dataset_sha256 == dataset.sha256:
             plain_path = Path(workdir) / "reconstruction.pt"
             save_checkpoint(without_memory_bank(checkpoint, dataset), plain_path)

@@ -19,22 +19,22 @@ from typing import Any
 import numpy as np
 
 from stream_ae.model.checkpoint import Checkpoint
-from stream_ae.pipeline.scoring.autoencoder import AutoencoderScorer
+from stream_ae.model.detector import build_detector
 from stream_ae.service.config import Settings
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.tools.bench.throughput import WATCH_INTERVAL_S, sustained
+from stream_ae.tools.daemon_thread import DaemonThread
 
 HEADS = ("memory-bank", "reconstruction")
 
 
 def score_seconds_per_batch(checkpoint: Checkpoint, values: np.ndarray, device: str, repeats: int = 5) -> float:
-    """Median seconds of one :meth:`AutoencoderScorer.score` call on ``values (batch, features)``."""
-    scorer = AutoencoderScorer(checkpoint, device)
-    scorer.score(values)
+    """Median seconds of one :meth:`~stream_ae.model.detector.Detector.score` call on ``values (batch, features)``."""
+    detector = build_detector(checkpoint, device)
+    detector.score(values)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        scorer.score(values)
+        detector.score(values)
         times.append(time.perf_counter() - started)
     return float(np.median(times))
 
@@ -60,7 +60,7 @@ def score_head_rounds(settings: Callable[[str, Path], Settings], served: dict[st
     for round_number in range(1, rounds + 1):
         for name in HEADS:
             checkpoint, path = served[name]
-            running = BackgroundDetector(settings(f"{name}-{round_number}", path), checkpoint,
+            running = DaemonThread(settings(f"{name}-{round_number}", path), checkpoint,
                                          poll_s=WATCH_INTERVAL_S).start()
             try:
                 eps, spent = sustained(running, events, progress, f"detector ({name} score, round {round_number})")
@@ -77,6 +77,6 @@ def score_head_rounds(settings: Callable[[str, Path], Settings], served: dict[st
                         "score_s_per_batch": score_seconds_per_batch(served[name][0], batch, device)}
     ratios = [bank / plain for bank, plain in zip(result["memory-bank"]["detector_runs_eps"],
                                                   result["reconstruction"]["detector_runs_eps"])]
-    bank_state = served["memory-bank"][0].score_head or {}
+    bank_state = served["memory-bank"][0].memory_bank_state or {}
     return {**result, "ratio": float(np.median(ratios)), "ratio_runs": ratios, "batch_events": len(batch),
             "bank_rows": int(len(bank_state.get("rows", [])))}

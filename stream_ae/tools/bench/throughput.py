@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from stream_ae.kafka.backends import make_source
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.service.config import Settings
-from stream_ae.service.daemon import BackgroundDetector
 from stream_ae.telemetry.metrics import counter_values
 from stream_ae.tools.bench.options import BenchOptions
+from stream_ae.tools.daemon_thread import DaemonThread
 
 WATCH_INTERVAL_S = 0.02  # how often the bench reads the detector's counters (seconds)
 
@@ -46,17 +46,17 @@ def consume_limit(settings: Settings, events: int, progress: bool) -> float:
         source.close()
 
 
-def events_scored(running: BackgroundDetector) -> int:
+def events_scored(running: DaemonThread) -> int:
     """Events the running detector has scored so far."""
     return int(counter_values(running.daemon.metrics.events_scored)[()])
 
 
-def stage_totals(running: BackgroundDetector) -> dict[str, float]:
+def stage_totals(running: DaemonThread) -> dict[str, float]:
     """Seconds the running detector has spent in each stage so far."""
     return running.daemon.metrics.stage_totals()
 
 
-def sustained(running: BackgroundDetector, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
+def sustained(running: DaemonThread, events: int, progress: bool, what: str) -> tuple[float, dict[str, float]]:
     """Events/s of the detector over ``events`` records (from the end of its first batch),
     and the seconds each stage took over the same span.
 
@@ -83,7 +83,7 @@ def sustained(running: BackgroundDetector, events: int, progress: bool, what: st
 
 
 def throughput_rounds(options: BenchOptions, client: str, settings: Callable[[str], Settings],
-                       checkpoint: Checkpoint, events: int) -> tuple[dict[str, Any], BackgroundDetector]:
+                       checkpoint: Checkpoint, events: int) -> tuple[dict[str, Any], DaemonThread]:
     """Consume-limit and detector runs, alternating (see the module docstring), all but the
     last consume-limit run, which the caller makes once it is done with the detector.
 
@@ -99,12 +99,12 @@ def throughput_rounds(options: BenchOptions, client: str, settings: Callable[[st
     limits = [consume_limit(settings("limit-0"), events, options.progress)]
     detector_runs: list[float] = []
     stage_seconds: dict[str, float] = {}
-    running: BackgroundDetector | None = None
+    running: DaemonThread | None = None
     for round_number in range(1, options.rounds + 1):
         if running is not None:
             running.stop()
             limits.append(consume_limit(settings(f"limit-{round_number - 1}"), events, options.progress))
-        running = BackgroundDetector(settings(f"detector-{round_number}"), checkpoint,
+        running = DaemonThread(settings(f"detector-{round_number}"), checkpoint,
                                      poll_s=WATCH_INTERVAL_S).start()
         try:
             eps, spent = sustained(running, events, options.progress, f"detector ({client}, round {round_number})")

@@ -14,7 +14,7 @@ like :class:`stream_ae.kafka.local_broker.LocalBroker`.
 
 Settings (environment): ``STREAM_AE_KAFKA_VERSION`` (default :data:`KAFKA_VERSION`; 3.x works
 too), ``STREAM_AE_KAFKA_CACHE`` (default ``~/.cache/stream-ae``; the jars go to
-``<cache>/kafka-<version>/libs``). Command line: ``python -m stream_ae.kafka.apache_broker fetch``
+``<cache>/kafka-<version>/libs``). Command line: ``python -m tests.apache_kafka fetch``
 downloads the jars and prints their folder; ``... serve`` runs one node until Ctrl-C.
 Needs Java 17 or later on ``PATH`` (``java``) and, for the first fetch, Maven (``mvn``).
 """
@@ -120,7 +120,7 @@ def fetch_jars(version: str | None = None, timeout_s: float = 900.0) -> Path:
 
     Example::
 
-        python -m stream_ae.kafka.apache_broker fetch   # prints the folder
+        python -m tests.apache_kafka fetch   # prints the folder
     """
     version = version or kafka_version()
     libs = jar_folder(version)
@@ -436,8 +436,8 @@ class ApacheKafka(ApacheKafkaCluster):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stream_ae.kafka.apache_broker fetch|serve``: fetch the jars, or run one node."""
-    parser = argparse.ArgumentParser(prog="python -m stream_ae.kafka.apache_broker", description=__doc__.split("\n")[0])
+    """``python -m tests.apache_kafka fetch|serve``: fetch the jars, or run one node."""
+    parser = argparse.ArgumentParser(prog="python -m tests.apache_kafka", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["fetch", "serve"],
                         help="fetch: download the jars and print their folder; serve: run one node until Ctrl-C")
     parser.add_argument("--version", default=None, help=f"Kafka version (default {kafka_version()})")
