@@ -17,6 +17,9 @@ from stream_ae.model.detector import build_detector
 from stream_ae.model.training import TrainingOptions, train_autoencoder
 from tests.helpers import tiny_checkpoint
 
+# the keys of files written before the detector contract, and their names now
+RENAMED = {"error_mean": "score_mean", "error_std": "score_std", "validation_errors": "validation_scores"}
+
 
 def test_a_round_trip_keeps_every_field_and_the_sha256(tmp_path):
     original = tiny_checkpoint(feature_names=["V1", "V2", "Amount"], seed=7)
@@ -154,6 +157,16 @@ def test_a_memory_bank_checkpoint_round_trip_reproduces_the_scores_exactly(tmp_p
     np.testing.assert_array_equal(after.values["reconstruction_error"], before.values["reconstruction_error"])
     np.testing.assert_array_equal(loaded.validation_scores, original.validation_scores)
 
+    # a file of before the detector contract keeps its bank under "score_head": the same scores
+    payload = torch.load(tmp_path / "bank.pt", weights_only=True)
+    payload["score_head"] = payload.pop("memory_bank")
+    for old, new in RENAMED.items():
+        payload[old] = payload.pop(new)
+    torch.save(payload, tmp_path / "before.pt")
+    before_contract = load_checkpoint(tmp_path / "before.pt")
+    assert before_contract.score_name == "memory-bank"
+    np.testing.assert_array_equal(build_detector(before_contract, "cpu").score(values).score, before.score)
+
 
 def test_a_checkpoint_without_a_memory_bank_scores_by_reconstruction_error(tmp_path):
     """Checkpoints written before the memory bank (no ``score_head`` key, the keys of their
@@ -162,8 +175,7 @@ def test_a_checkpoint_without_a_memory_bank_scores_by_reconstruction_error(tmp_p
     save_checkpoint(original, tmp_path / "old.pt")
     payload = torch.load(tmp_path / "old.pt", weights_only=True)
     del payload["memory_bank"]
-    renamed = {"error_mean": "score_mean", "error_std": "score_std", "validation_errors": "validation_scores"}
-    for old, new in renamed.items():
+    for old, new in RENAMED.items():
         payload[old] = payload.pop(new)
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt")

@@ -7,6 +7,7 @@ batch, and the source must be rewound to the earliest record of every batch invo
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import weakref
 
@@ -217,3 +218,38 @@ def test_saved_thresholds_that_cannot_be_read_keep_the_batch_for_later_and_the_d
     assert loop.step() == 10, "read again, once the saved state is in"
     assert not loop.ownership.restoring and loop.ownership.health.ready
     assert loop.served.threshold.export((TOPIC, 0))[PARTITION]["events"] == 900 + 10
+
+
+class LearningDetector:
+    """The detector in service, recording what the loop hands :meth:`learn`."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.learned: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def learn(self, values: np.ndarray, flags: np.ndarray) -> None:
+        self.learned.append((values.copy(), flags.copy()))
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_the_detector_learns_from_each_batch_with_its_flags_and_its_state_records_go_with_the_offsets(
+        synthetic_checkpoint):
+    """The contract's learn(values, flags) is called once per batch with the threshold's
+    flags, so that a detector that adapts can keep the flagged events out; and the batch's
+    state records (the threshold's, under the partition's own key) are sent with its output."""
+    store = SavedStates({})
+    source = ScriptedSource([batch((0, 0, 6), (1, 0, 4))])
+    sink = ScriptedSink(set(), answered_at_once=True)
+    loop = open_loop(synthetic_checkpoint, source, sink, owned={(TOPIC, 0), (TOPIC, 1)}, saved=store)
+    learning = LearningDetector(loop.served.detector)
+    loop.serve(dataclasses.replace(loop.served, detector=learning))
+    assert loop.step() == 10
+    [(values, flags)] = learning.learned
+    np.testing.assert_array_equal(values, np.vstack([VALUES[0:6], VALUES[0:4]]))
+    [sent] = sink.sealed
+    events = [f"{TOPIC}-0-{n}".encode() for n in range(6)] + [f"{TOPIC}-1-{n}".encode() for n in range(4)]
+    assert [key for topic, key in sent if topic == "alerts"] == [key for key, flag in zip(events, flags) if flag]
+    assert [key for topic, key in sent if topic == store.topic] == [repr(((TOPIC, 0), PARTITION)).encode(),
+                                                                      repr(((TOPIC, 1), PARTITION)).encode()]

@@ -2,7 +2,10 @@
 
 Layers, lowest first (README, Architecture): ``kafka``, ``model`` and ``telemetry`` import
 none of the project's other packages; ``pipeline`` imports only those three; ``service``
-imports those and the pipeline; ``tools`` anything below it; ``cli`` sits on top.
+imports those and the pipeline; ``tools`` anything below it; ``cli`` sits on top. Test
+tooling (the Apache Kafka launcher, the scripted ends) lives under ``tests/``: the package
+never imports it. That no module outside the detector contract computes a score is
+``tests/test_score_contract.py``'s.
 """
 
 from __future__ import annotations
@@ -56,3 +59,12 @@ def test_the_daemons_path_imports_no_pandas_scikit_learn_or_matplotlib():
              "print(sorted(m for m in ('pandas', 'sklearn', 'matplotlib') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", f"the daemon's path imports {loaded.strip()}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_the_package_imports_no_test_tooling(path):
+    """What ships in the wheel runs without ``tests/`` (the Apache Kafka launcher lives there)."""
+    tree = ast.parse(path.read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0]
+    assert not [name for name in imported if name == "tests" or name.startswith("tests.")]

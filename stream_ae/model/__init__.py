@@ -1,11 +1,13 @@
-"""The model: what is trained offline and served by the detector.
+"""The model: what is trained offline and served, and the one way events are scored.
 
+* ``detector``: the detector contract (``Detector``, ``Scores``, ``build_detector``): a
+  checkpoint's scorer, which every user of a score goes through;
 * ``autoencoders``: the autoencoder family (simple, sparse, deep, denoising, variational,
   1-D convolutional) behind one interface, built by name from ``MODEL_BUILDERS``;
 * ``kinds``: the event kinds (``transaction``, ``window``) that models, datasets,
   checkpoints and the settings share;
 * ``checkpoint``: one file with the architecture (model name and hyper-parameters), the
-  weights, the scaler, the input layout, the error statistics and the provenance, loaded
+  weights, the scaler, the input layout, the validation scores and the provenance, loaded
   without running pickled code;
 * ``training``: fitting a model on normal rows only, with a fitted standardisation (per
   feature; one scale per window) and early stopping on held-out normal rows, into a

@@ -1,7 +1,7 @@
 """The memory-bank score: distance to the nearest normal events in the autoencoder's view.
 
 The autoencoder alone scores an event by how badly it reconstructs it. Measured on ten
-labelled datasets (README, "Results on real data"), that misses anomalies that the model
+labelled datasets (docs/results.md), that misses anomalies that the model
 reconstructs well but that lie where no normal event does, and a plain k-nearest-neighbour
 detector on the standardised inputs beat it on all ten. The memory bank keeps both views:
 each event is embedded as three blocks,
@@ -17,7 +17,7 @@ drown the code. The score is the mean Euclidean distance from ``e(x)`` to its ``
 embedded training rows (the bank): the kNN outlier score of Ramaswamy, Rastogi & Shim (2000,
 "Efficient algorithms for mining outliers from large data sets"), averaged over the ``k``
 neighbours as in Angiulli & Pizzuti (2002). The block weights and ``k`` are the defaults
-chosen across the whole dataset suite (README); they are stored with the bank.
+chosen across the whole dataset suite (docs/results.md, "Scoring"); they are stored with the bank.
 
 The bank is bounded (``max_rows``, a seeded sample of the training rows beyond it). Scoring
 is one matrix product per chunk of events against the bank plus a top-k, so its cost per

@@ -1,6 +1,6 @@
 """The delivery guarantee: how a batch's output and its consumer offsets become final.
 
-The loop (:class:`stream_ae.pipeline.loop.Detector`) sends a batch's output, seals it, and
+The loop (:class:`stream_ae.pipeline.loop.StreamLoop`) sends a batch's output, seals it, and
 later settles it; what sealing and settling do is the guarantee's, chosen once at start-up
 (``delivery.guarantee``):
 
@@ -12,7 +12,7 @@ later settles it; what sealing and settling do is the guarantee's, chosen once a
   coordinator refuses the offsets of a member the group has moved past (a zombie; KIP-447)
   and its transaction is aborted. Transactions go one at a time: the commit overlaps with
   the next poll, and the batch in flight is settled before the next one is sent. After an
-  aborted transaction the in-memory thresholds of its partitions are read again from the
+  aborted transaction the in-memory keyed state (the thresholds) of its partitions is read again from the
   committed state, so that the batch, read again, is counted once.
 """
 

@@ -26,7 +26,7 @@ request goes as a reference (:func:`stream_ae.pipeline.alerts.dead_letter_record
 committed only for partitions still owned: after a revocation, the new owner reads the
 revoked partitions' unsettled records again (at-least-once; the rebalance callback runs
 on kafka-python's I/O thread, where no blocking call is allowed).
-:meth:`Detector.settle_before_leaving` settles the batch in flight and commits synchronously.
+:meth:`StreamLoop.settle_before_leaving` settles the batch in flight and commits synchronously.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ class StreamLoop:
         3. the batch in flight settles before this one is handled when the guarantee wants
            one batch at a time or its acknowledgement is already in; if it was not
            delivered, the source was rewound to it and this poll is dropped (it comes again);
-        4. handle this batch: decode, score, threshold, send its output, seal it;
+        4. handle this batch: decode, score, threshold (and let the detector learn from the
+           events not flagged), send its output, seal it;
         5. settle the batch still in flight, if any, and put this one in flight.
         """
         timer = self.timer
@@ -179,6 +180,7 @@ class StreamLoop:
         scores = served.detector.score(batch.values)
         self.metrics.inference_seconds.observe(timer.lap("score"))
         verdict = served.threshold.apply(batch.partitions, batch.partition_index, scores.score)
+        served.detector.learn(batch.values, verdict.flags)  # never from the flagged events; a no-op today
         timer.lap("threshold")
 
         detected_at_ms = int(time.time() * 1000)

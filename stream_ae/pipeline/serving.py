@@ -43,7 +43,7 @@ class ServedModel:
 @dataclass(frozen=True)
 class ServingOptions:
     """How a checkpoint is served: the settings ``events``, ``model``, ``threshold`` and
-    ``alerts`` as plain values (their meanings are the settings'; README, Configuration).
+    ``alerts`` as plain values (their meanings are the settings'; docs/configuration.md).
 
     Attributes:
         event_kind: ``auto``, or the event kind the stream carries (a checkpoint of another

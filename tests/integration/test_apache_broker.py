@@ -13,7 +13,7 @@ import pytest
 from stream_ae.kafka.local_broker import BrokerError
 from stream_ae.kafka.options import Connection
 from stream_ae.kafka.topics import ensure_topics, read_topic
-from tests import apache_kafka as apache_broker
+from tests import apache_kafka
 from tests.apache_kafka import ApacheKafka
 from tests.helpers import broker_kind, produce_to
 
@@ -47,7 +47,7 @@ def test_a_port_in_use_fails_the_start_with_the_brokers_own_error(tmp_path):
 
 
 def test_fetch_prints_the_jar_folder(capsys):
-    assert apache_broker.main(["fetch"]) == 0
+    assert apache_kafka.main(["fetch"]) == 0
     folder = capsys.readouterr().out.strip()
-    assert folder == str(apache_broker.jar_folder())
-    assert (apache_broker.jar_folder() / f"kafka_2.13-{apache_broker.kafka_version()}.jar").is_file()
+    assert folder == str(apache_kafka.jar_folder())
+    assert (apache_kafka.jar_folder() / f"kafka_2.13-{apache_kafka.kafka_version()}.jar").is_file()

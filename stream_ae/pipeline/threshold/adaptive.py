@@ -69,7 +69,7 @@ from stream_ae.pipeline.threshold.base import Threshold, Verdict
 _STD_FLOOR = 1e-12
 _SCORE_FLOOR = 1e-12  # log scale: scores at or below this count as this
 _CLIPPING_ROUNDS = 100
-DEFAULT_FALSE_ALARM_RATE = 0.05  # the daemon's default target (threshold.false_alarm_rate); README, "Scoring"
+DEFAULT_FALSE_ALARM_RATE = 0.05  # the daemon's default target (threshold.false_alarm_rate); docs/results.md, "Scoring"
 
 
 def to_scale(scores: np.ndarray, scale: str) -> np.ndarray:

@@ -150,7 +150,7 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The figures as the README's Performance section body (a table in a code block)."""
+    """The figures as the body of docs/performance.md's generated section (a table in a code block)."""
     return ("Measured by `stream-ae bench` in one run on this machine (figures from a shared "
             "machine vary from run to run; ratios within one run are what the bench compares):\n\n"
             "```text\n" + table(summary) + "\n```\n")
