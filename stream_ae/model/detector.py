@@ -354,6 +354,6 @@ def build_detector(checkpoint: Checkpoint, device: str = "auto", top: int = 3, w
         >>> detector = build_detector(train_autoencoder(data, TrainingOptions(epochs=1, progress=False)), "cpu")
         >>> scores = detector.score(data.values[:4])
         >>> scores.score.shape, detector.attribution_names[:2]
-        ((4,), ['Time', 'V1'])
+        ((4,), ['V1', 'V2'])
     """
     return AutoencoderDetector(checkpoint, device, top, window_segments, compile, precision, bucket)
