@@ -1,7 +1,7 @@
 """The model: what is trained offline and served, and the one way events are scored.
 
 * ``detector``: the detector contract (``Detector``, ``Scores``, ``build_detector``): a
-  checkpoint's scorer, which every user of a score goes through;
+  checkpoint's scorer of events, which every user of a score goes through;
 * ``autoencoders``: the autoencoder family (simple, sparse, deep, denoising, variational,
   1-D convolutional) behind one interface, built by name from ``MODEL_BUILDERS``;
 * ``kinds``: the event kinds (``transaction``, ``window``) that models, datasets,

@@ -36,7 +36,7 @@ Decoding is batched: JSON goes through orjson, one call per record, and a featur
 done in C (``operator.itemgetter``); binary records are joined and read with one
 ``numpy.frombuffer`` (with no Python work per record when the whole batch is binary and
 well formed); both land in a preallocated float32 array, allocated by the caller's
-``allocate`` (the scorer's pinned host memory on CUDA, so that the copy to the device can
+``allocate`` (the detector's pinned host memory on CUDA, so that the copy to the device can
 be asynchronous).
 """
 
@@ -173,7 +173,7 @@ class EventDecoder:
         max_record_bytes: larger records are rejected as ``oversize``.
         allocate: ``(rows, width) -> float32 array`` for the values buffer (grown by powers
             of two, so called rarely); by default plain host memory. The daemon passes its
-            scorer's ``host_buffer`` (pinned memory on CUDA).
+            detector's ``host_buffer`` (pinned memory on CUDA).
         scaler: the checkpoint's ``(scaler_mean, scaler_std)``, float ``(width,)`` each: a
             value farther than :data:`MAX_STANDARD_DEVIATIONS` · std from its mean is
             rejected as ``out_of_range``; None checks only that values are finite in float32.

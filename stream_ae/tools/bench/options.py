@@ -30,7 +30,7 @@ class BenchOptions:
         torch_threads: intra-op threads of torch in every detector process.
         data: a labelled dataset file; None uses synthetic transactions.
         checkpoint: a checkpoint trained on ``data``; None trains one briefly.
-        device: the scorer's device (``auto``, ``cpu``, ``cuda[:N]``).
+        device: the detector's device (``auto``, ``cpu``, ``cuda[:N]``).
         bootstrap_servers: an existing cluster; None starts the local broker.
         progress: progress bars on stderr.
         training_epochs: epochs of the brief training when no checkpoint is given.
