@@ -5,16 +5,17 @@ downstream consumers can drop the duplicates that at-least-once delivery allows:
 
     {"key": "events-0-1234", "topic": "events", "partition": 0, "offset": 1234,
      "event_id": "tx-17", "event_timestamp_ms": 1700000000000, "detected_at_ms": 1700000000042,
-     "score": 7.3, "reconstruction_error": 1.9, "threshold": 2.1, "zscore": 9.8,
-     "model": "deep", "checkpoint_sha256": "…",
+     "score": 7.3, "threshold": 2.1, "zscore": 9.8, "model": "deep", "checkpoint_sha256": "…",
+     "reconstruction_error": 1.9,
      "top_features": [{"name": "V14", "error": 40.2}, ...]}
 
 ``score`` is what the threshold judges (the detector's score, :mod:`stream_ae.model.detector`:
-the memory-bank distance by default); the detector's named values follow it
-(the autoencoder's ``reconstruction_error``: the model's mean squared reconstruction error
-of the standardised event), and ``top_features`` are the features with the largest
-attribution (the autoencoder's: squared error). A score record (optional scores topic) carries the same fields but
-``top_features`` and adds ``"anomaly": true|false``. Every number in them is finite: the
+the memory-bank distance by default); the detector's named values come after the model's
+fields (the autoencoder's ``reconstruction_error``: the model's mean squared
+reconstruction error of the standardised event), and ``top_features`` are the features
+with the largest attribution (the autoencoder's: squared error). A score record (optional
+scores topic) carries the same fields but ``top_features`` and adds
+``"anomaly": true|false``. Every number in them is finite: the
 codec refuses values whose score would not be, and a score that overflows all the same (a
 model's exponential, say) is written as the largest float32 of its sign (NaN as the
 positive one), never as JSON ``null``.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -68,19 +68,18 @@ class ModelIdentity:
 def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verdict,
                    detected_at_ms: int, model: ModelIdentity) -> list[dict]:
     """The fields alerts and score records share, one dict per row of ``rows`` (int ``(k,)``
-    indices into the batch): the score, then the detector's named values
-    (:attr:`~stream_ae.model.detector.Scores.values`), then the threshold's; each column is
-    read out of its array once, not per event."""
+    indices into the batch): the score, the threshold's and the model's, then the detector's
+    named values (:attr:`~stream_ae.model.detector.Scores.values`); each column is read out
+    of its array once, not per event."""
     slots = batch.partition_index[rows].tolist()
-    names = list(scores.values)
-    named = zip(*(finite(scores.values[name][rows]) for name in names)) if names else repeat(())
+    named = [(name, finite(values[rows])) for name, values in scores.values.items()]
     columns = zip(slots, batch.offsets[rows].tolist(), [batch.event_ids[row] for row in rows.tolist()],
-                  batch.timestamps_ms[rows].tolist(), finite(scores.score[rows]), named,
+                  batch.timestamps_ms[rows].tolist(), finite(scores.score[rows]),
                   finite(verdict.thresholds[rows]), finite(verdict.zscores[rows]))
     out = []
-    for slot, offset, event_id, timestamp_ms, score, values, threshold, zscore in columns:
+    for index, (slot, offset, event_id, timestamp_ms, score, threshold, zscore) in enumerate(columns):
         topic, partition = batch.partitions[slot]
-        out.append({
+        fields = {
             "key": record_key(topic, partition, offset),
             "topic": topic,
             "partition": partition,
@@ -89,12 +88,14 @@ def _common_fields(batch: Batch, rows: np.ndarray, scores: Scores, verdict: Verd
             "event_timestamp_ms": timestamp_ms,
             "detected_at_ms": detected_at_ms,
             "score": score,
-            **dict(zip(names, values)),
             "threshold": threshold,
             "zscore": zscore,
             "model": model.name,
             "checkpoint_sha256": model.checkpoint_sha256,
-        })
+        }
+        for name, column in named:  # a literal with them inside would cost twice as much per event
+            fields[name] = column[index]
+        out.append(fields)
     return out
 
 

@@ -93,7 +93,7 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, validation_scores:
             the seeded threshold of them for some k (:meth:`AdaptiveThreshold.from_validation_scores`).
         scale: ``log`` (the daemon's default; scores must be positive) or ``linear``.
         false_alarm_rate, k: the daemon's ``threshold.false_alarm_rate`` and ``threshold.k``,
-            which give the k it starts with (:func:`~stream_ae.pipeline.threshold.adaptive.starting_k`)
+            which give the k it starts with (:func:`~stream_ae.pipeline.threshold.adaptive.starting_k`).
 
     Returns:
         ``auc_roc``, ``auc_pr``; ``start``: the operating point of the threshold the daemon

@@ -241,16 +241,18 @@ class AdaptiveThreshold(Threshold):
         return cls(*seed_statistics(validation_scores, k, scale), k=k, scale=scale,
                    half_life_events=half_life_events, warmup_events=warmup_events)
 
+    def _threshold_of(self, state: PartitionState) -> float:
+        mean, std = self._statistics_in_force(state)
+        return float(from_scale(mean + self.k * std, self.scale))
+
     @property
     def seed_threshold(self) -> float:
         """The threshold a fresh partition starts with, in score units."""
-        mean, std = self._statistics_in_force(self.seed)
-        return float(from_scale(mean + self.k * std, self.scale))
+        return self._threshold_of(self.seed)
 
     def threshold(self, key: PartitionKey) -> float:
         """The threshold in force for a partition, in score units."""
-        mean, std = self._statistics_in_force(self._state(key))
-        return float(from_scale(mean + self.k * std, self.scale))
+        return self._threshold_of(self._state(key))
 
     def apply(self, partitions: list[PartitionKey], partition_index: np.ndarray,
               scores: np.ndarray) -> Verdict:
