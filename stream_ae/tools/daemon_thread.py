@@ -7,6 +7,7 @@ process's interpreter lock with its caller, which is what the bench measures it 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from stream_ae.kafka.ends import Sink, Source
 from stream_ae.model.checkpoint import Checkpoint
 from stream_ae.service.config import Settings
 from stream_ae.service.daemon import Daemon
+
+log = logging.getLogger(__name__)
 
 
 class DaemonThread:
@@ -39,6 +42,7 @@ class DaemonThread:
         try:
             self.daemon.run()
         except BaseException as exc:  # reported by wait_for, inspected by tests
+            log.exception("the daemon's thread failed")  # also when no one calls wait_for
             self.error = exc
 
     def start(self) -> DaemonThread:
