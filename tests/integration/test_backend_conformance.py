@@ -206,6 +206,39 @@ def test_rewind_reads_the_records_again_from_the_given_offset(sources, one_parti
     assert again.offsets[0] == 5 and again.values[0] == b"v5"
 
 
+def test_a_poll_the_client_fails_for_an_unreachable_broker_gives_nothing_and_skips_nothing(
+        client, sources, one_partition, topic_names, monkeypatch):
+    """kafka-python 3.0.12 can raise ``KafkaConnectionError`` out of ``poll`` while a broker
+    is down (its coordinator lookup does not catch a refused metadata connection); it ended
+    the daemon in the broker-outage test. Here the client's ``poll`` raises that error for
+    its first two calls: the source's polls are empty meanwhile, then reading starts at
+    offset 0. An error that is not retriable is raised."""
+    if client != "kafka-python":
+        pytest.skip("confluent-kafka reports a broker outage through its error callback, not by raising")
+    from kafka.errors import KafkaConnectionError, UnsupportedVersionError
+
+    reader = sources(one_partition, topic_names("group"))
+    real_poll, failures = reader.consumer.poll, []
+
+    def failing_poll(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return real_poll(*args, **kwargs)
+
+    monkeypatch.setattr(reader.consumer, "poll", failing_poll)
+    assert len(reader.poll_batch()) == 0 and failures
+    assert next_batch(reader).offsets[0] == 0, "nothing was skipped"
+    assert len(failures) == 2
+
+    def refusing_poll(*args, **kwargs):
+        raise UnsupportedVersionError("not retriable")
+
+    monkeypatch.setattr(reader.consumer, "poll", refusing_poll)
+    with pytest.raises(UnsupportedVersionError):
+        reader.poll_batch()
+
+
 def test_lag_is_zero_once_everything_is_read_and_the_source_is_connected(sources, one_partition, topic_names):
     reader = sources(one_partition, topic_names("group"))
     assert len(read_all(reader, EVENTS)) == EVENTS

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 TOPIC_WAIT_S = 10.0
 """Longest wait, at start-up, for the input topics' partitions to be known (seconds)."""
 
+UNREACHABLE_PAUSE_S = 0.5
+"""Pause after a poll that failed because the cluster could not be reached (seconds)."""
+
 
 def offsets_and_metadata(next_offsets: dict[PartitionKey, int]) -> dict[TopicPartition, OffsetAndMetadata]:
     """kafka-python's form of offsets to commit (no metadata, no leader epoch)."""
@@ -125,7 +128,24 @@ class KafkaSource(Source):
             time.sleep(0.05)
 
     def _fetch(self, wanted: int, timeout_s: float) -> list[Record]:
-        fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
+        """At most ``wanted`` records within ``timeout_s``; none when the broker is unreachable.
+
+        kafka-python (3.0.12) can raise a retriable error out of ``poll`` while a broker is
+        down: its coordinator lookup treats a lost connection as stale metadata and asks for
+        new metadata, whose refused connection (``KafkaConnectionError: 111 ECONNREFUSED``)
+        it does not catch. Seen here twice in the broker-outage test, each time ending the
+        daemon's thread. Such an error is logged, nothing is fetched (the consumer's position has not
+        moved, so no record is skipped), and the next poll tries again after a pause of at
+        most :data:`UNREACHABLE_PAUSE_S`. Other errors are raised.
+        """
+        try:
+            fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("poll failed, the cluster unreachable (%s); polling again", exc)
+            time.sleep(min(timeout_s, UNREACHABLE_PAUSE_S))
+            return []
         return list(chain.from_iterable(fetched.values()))
 
     def poll_records(self) -> list[Record]:
