@@ -40,4 +40,8 @@ if [ "${1:-}" = "--test" ]; then
     echo "setup: Java 17 and Maven are not installed; the tests can only run against Tansu" >&2
   fi
 fi
+if ! .venv/bin/python -c "import confluent_kafka" 2>/dev/null; then
+  echo "setup: confluent-kafka is not installed (.venv/bin/pip install -e '.[confluent]' adds it):" \
+       "kafka.client stays kafka-python, and its tests and bench figures are skipped" >&2
+fi
 echo "setup: ready; activate with: . .venv/bin/activate"

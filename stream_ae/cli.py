@@ -284,6 +284,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     given = {"events": args.events, "rounds": args.rounds, "latency_seconds": args.latency_seconds,
              "payload": args.format,
              "max_batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
+             "batch_budget_ms": args.batch_budget_ms,
              "clients": tuple(args.clients) if args.clients else None,
              "scale_out": False if args.no_scale_out else None,
              "compile": False if args.no_compile else None, "torch_threads": args.torch_threads,
@@ -291,6 +292,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
              "bootstrap_servers": args.bootstrap_servers, "progress": not args.json,
              "guarantee": args.guarantee}
     given = {name: value for name, value in given.items() if value is not None}  # unset: the defaults
+    if args.no_batch_budget:
+        given["batch_budget_ms"] = None
     options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
     if args.bootstrap_servers:
         probe_cluster(Connection(args.bootstrap_servers))  # fail in seconds, before any training
@@ -400,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--format", choices=["json", "binary"], help="payload of the records (default: json)")
     bench.add_argument("--batch-size", type=at_least(1), help="consumer.max_batch_size (default: 4096)")
     bench.add_argument("--max-wait-ms", type=at_least(0), help="consumer.max_wait_ms (default: 50)")
+    bench.add_argument("--batch-budget-ms", type=at_least(0.0, float, above=True),
+                       help="consumer.batch_budget_ms (default: the daemon's, 100)")
+    bench.add_argument("--no-batch-budget", action="store_true",
+                       help="consumer.batch_budget_ms null: batches of --batch-size whatever they cost")
     bench.add_argument("--latency-seconds", type=at_least(0.0, float, above=True),
                        help="paced-producer time per load level (default: 8)")
     bench.add_argument("--clients", nargs="+", choices=["kafka-python", "confluent-kafka"],

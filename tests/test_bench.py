@@ -41,9 +41,14 @@ def test_bench_quick_reports_every_figure_as_one_json_line(broker, capsys):
     heads = summary["score_heads"]  # the default memory-bank score beside the plain reconstruction error
     for name in ("memory-bank", "reconstruction"):
         assert heads[name]["detector_eps"] > 0 and heads[name]["score_s_per_batch"] > 0, name
+        assert heads[name]["score_s_per_batch_all_threads"] > 0, name
+    assert heads["cores"] >= 1
     assert heads["bank_rows"] > 0 and heads["ratio"] == pytest.approx(
         sorted(heads["ratio_runs"])[len(heads["ratio_runs"]) // 2])
-    assert "memory-bank / reconstruction eps >= 0.7" in summary["targets"]
+    assert {"kafka-python ratio >= 0.4", "p99 at 50% load <= 100 ms (s)",
+            "memory-bank score stage <= 10 us/event (s)"} <= set(summary["targets"]), "the default score's targets"
+    assert summary["targets"]["memory-bank score stage <= 10 us/event (s)"]["value"] == \
+        heads["memory-bank"]["score_s_per_event"]
     assert any(line.strip().startswith("memory-bank / reconstruction events/s") for line in out)
     assert {"value", "bound", "met"} <= set(next(iter(summary["targets"].values())))
     assert any(line.startswith("detector (events/s)") for line in out), "the table precedes the JSON line"

@@ -42,6 +42,11 @@ class BatchPolicy:
         """The policy of ``consumer.max_batch_size`` and ``consumer.max_wait_ms``."""
         return cls(consumer.max_batch_size, consumer.max_wait_ms / 1000.0)
 
+    def limited(self, records: int) -> BatchPolicy:
+        """This policy with batches of at most ``records`` (at least 1, never above this
+        policy's own bound)."""
+        return BatchPolicy(max(1, min(records, self.max_records)), self.max_wait_s)
+
     def fill(self, fetch: Callable[[int, float], list[T]]) -> list[T]:
         """Fetch one micro-batch.
 

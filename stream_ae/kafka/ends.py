@@ -133,6 +133,10 @@ class Source(Protocol):
     def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns."""
 
+    def limit_batch(self, records: int) -> None:
+        """Cap the micro-batches of the next polls at ``records`` (at most
+        ``max_batch_size``): the loop's latency budget (:mod:`stream_ae.pipeline.batch_budget`)."""
+
     def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
         """Commit the given next offsets (see :meth:`ConsumedBatch.next_offsets`).
 

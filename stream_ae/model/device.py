@@ -1,7 +1,8 @@
-"""Choosing the torch device from the ``device`` setting."""
+"""Choosing the torch device from the ``device`` setting, and the CPU threads that score."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -35,3 +36,29 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for, but CUDA is not available on this machine")
     return device
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask (``os.sched_getaffinity``, which a
+    container's ``cpuset`` limits), or every CPU where the platform has no such call. A CPU
+    quota (``docker run --cpus``) is not an affinity and is not seen here."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (``model.threads``) and return how many: None means
+    :func:`usable_cores` (under a CPU quota, set the number instead).
+
+    Raises:
+        ValueError: ``threads`` below 1.
+
+    Example:
+        >>> use_threads(1), torch.get_num_threads()
+        (1, 1)
+    """
+    if threads is None:
+        threads = usable_cores()
+    if threads < 1:
+        raise ValueError(f"model.threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads

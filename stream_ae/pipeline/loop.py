@@ -42,6 +42,7 @@ from stream_ae.kafka.ends import BrokerUnreachableError, Delivery, DeliveryError
 from stream_ae.kafka.options import ProducerTuning
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 from stream_ae.pipeline.alerts import alert_records, dead_letter_record, score_records
+from stream_ae.pipeline.batch_budget import BatchBudget
 from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee
 from stream_ae.pipeline.ownership import PartitionOwnership
 from stream_ae.pipeline.serving import ServedModel
@@ -108,11 +109,13 @@ class StreamLoop:
         retry_backoff_s: pause after a batch whose output was not acknowledged (seconds).
         guarantee: how a batch's output and offsets become final; None:
             :class:`~.guarantee.AtLeastOnce` over ``source`` and ``sink``.
+        budget: caps each next batch so that handling it fits a latency budget
+            (:mod:`.batch_budget`); None: batches of the source's own bound.
     """
 
     def __init__(self, source: Source, sink: Sink, served: ServedModel, topics: OutputTopics,
                  ownership: PartitionOwnership, metrics: DaemonMetrics, retry_backoff_s: float = 1.0,
-                 guarantee: DeliveryGuarantee | None = None) -> None:
+                 guarantee: DeliveryGuarantee | None = None, budget: BatchBudget | None = None) -> None:
         self.source = source
         self.sink = sink
         self.guarantee = guarantee or AtLeastOnce(source, sink)
@@ -121,6 +124,9 @@ class StreamLoop:
         self.metrics = metrics
         self.retry_backoff_s = retry_backoff_s
         self.timer = StageTimer(metrics.stage_seconds)
+        self.budget = budget
+        if budget is not None:
+            metrics.batch_cap.set(budget.cap)
         self._in_flight: _InFlight | None = None
         self._committed_async: dict[PartitionKey, int] = {}
         self._refusals_logged: set[tuple[str, str]] = set()
@@ -151,7 +157,8 @@ class StreamLoop:
            one batch at a time or its acknowledgement is already in; if it was not
            delivered, the source was rewound to it and this poll is dropped (it comes again);
         4. handle this batch: decode, score, threshold (and let the detector learn from the
-           events not flagged), send its output, seal it;
+           events not flagged), send its output, seal it; the time that took caps the next
+           batches (the latency budget, :mod:`.batch_budget`);
         5. settle the batch still in flight, if any, and put this one in flight.
         """
         timer = self.timer
@@ -167,8 +174,21 @@ class StreamLoop:
         settles_first = in_flight is not None and (self.guarantee.one_at_a_time or in_flight.delivery.done())
         if settles_first and self._settle_in_flight(unhandled=consumed) is Settled.REWOUND:
             return 0
-        self._settle_in_flight(newer=self._handle(consumed))
+        started = time.perf_counter()
+        handled = self._handle(consumed)
+        self._limit_next_batch(len(consumed), time.perf_counter() - started)
+        self._settle_in_flight(newer=handled)
         return len(consumed)
+
+    def _limit_next_batch(self, events: int, seconds: float) -> None:
+        """Tell the budget what handling ``events`` took and cap the source's next batches."""
+        budget = self.budget
+        if budget is None:
+            return
+        cap = budget.cap
+        if budget.observe(events, seconds) != cap:
+            self.source.limit_batch(budget.cap)
+            self.metrics.batch_cap.set(budget.cap)
 
     def _handle(self, consumed: ConsumedBatch) -> _InFlight:
         """Decode, score and judge ``consumed``, send its output and seal it: the batch that

@@ -122,6 +122,10 @@ class ConsumerSettings(_Section):
     max_batch_size: int = Field(4096, gt=0, le=1_000_000, description="events per micro-batch")
     max_wait_ms: int = Field(100, ge=0, le=60_000, description="longest wait for a batch's first "
                              "records; a batch is all the client holds once some have come")
+    batch_budget_ms: float | None = Field(
+        100.0, gt=0, le=60_000, description="time the loop may spend handling one batch (decode, "
+        "score, send); the loop measures its cost per event and caps the next batches at "
+        "budget / cost events (at most max_batch_size); null: batches of max_batch_size")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)
@@ -213,6 +217,9 @@ class ModelSettings(_Section):
     bucket_batches: bool | None = Field(
         None, description="pad each batch to the next power of two so that shapes repeat; "
         "default: with compile or on cuda, where repeated shapes pay")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch intra-op threads that score; null: one per CPU "
+        "core this process may run on (its affinity, e.g. a container's cpuset)")
     reload_check_s: float = Field(
         5.0, ge=0, description="seconds between checks of the checkpoint file for a new "
         "version (0: only on SIGHUP)")

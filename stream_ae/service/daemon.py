@@ -21,6 +21,8 @@ from stream_ae.kafka.ends import PERMANENT_REFUSALS, BrokerUnreachableError, Sin
 from stream_ae.kafka.state_store import PartitionStateStore
 from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.checkpoint import Checkpoint, load_checkpoint
+from stream_ae.model.device import use_threads
+from stream_ae.pipeline.batch_budget import BatchBudget
 from stream_ae.pipeline.codec import REASONS
 from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee, ExactlyOnce
 from stream_ae.pipeline.hot_swap import HotSwap
@@ -96,6 +98,7 @@ class Daemon:
         self.settings = settings
         self.metrics = DaemonMetrics(REASONS, (settings.topics.outputs(), sorted(set(PERMANENT_REFUSALS.values()))))
         self.health = HealthState()
+        log.info("scoring on %d CPU threads (model.threads)", use_threads(settings.model.threads))
         loader = model_loader(settings)
         self.served = loader.load(checkpoint or load_checkpoint(settings.model.checkpoint))
         self.hot_swap = HotSwap(settings.model.checkpoint, settings.model.reload_check_s, loader,
@@ -139,11 +142,13 @@ class Daemon:
         if self.source is None:
             self.source = make_source(settings.kafka.client, connection, settings.topics.input,
                                       settings.consumer_options(), ownership.assigned_now, ownership.revoked_now)
-        topics = settings.topics
+        topics, consumer = settings.topics, settings.consumer
         self.loop = StreamLoop(self.source, self.sink, self.served,
                                OutputTopics(topics.alerts, topics.dead_letter, topics.scores,
                                             settings.kafka.max_request_bytes),
-                               ownership, self.metrics, guarantee=self._guarantee(self.source, self.sink, ownership))
+                               ownership, self.metrics, guarantee=self._guarantee(self.source, self.sink, ownership),
+                               budget=BatchBudget(None if consumer.batch_budget_ms is None
+                                                  else consumer.batch_budget_ms / 1000, consumer.max_batch_size))
         return self.loop
 
     def _guarantee(self, source: Source, sink: Sink, ownership: PartitionOwnership) -> DeliveryGuarantee:

@@ -110,6 +110,9 @@ class DaemonMetrics:
             self.dead_lettered.labels(reason)
         self.batch_size = Histogram("stream_ae_batch_size_events", "Records per micro-batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_cap = Gauge("stream_ae_batch_cap_events",
+                               "Largest next micro-batch: consumer.max_batch_size, or fewer events "
+                               "where handling them would exceed consumer.batch_budget_ms", registry=r)
         self.inference_seconds = Histogram("stream_ae_inference_seconds",
                                            "Detector time per micro-batch (scaler, forward, score)",
                                            buckets=INFERENCE_BUCKETS, registry=r)

@@ -21,6 +21,7 @@ from stream_ae.kafka.local_broker import free_port
 from stream_ae.kafka.topics import ensure_topics, read_topic
 from stream_ae.model.datasets import CARD_FEATURES
 from stream_ae.pipeline.alerts import REASON_HEADER, SOURCE_HEADER
+from stream_ae.pipeline.batch_budget import SMALLEST_CAP
 from stream_ae.pipeline.threshold.adaptive import calibrated_k, seeded_threshold
 from stream_ae.tools.daemon_thread import DaemonThread
 from tests.helpers import DATASET, committed_total, detector_settings, events, produce, wait_for
@@ -222,3 +223,29 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(broker, topic_names, 
     assert time.monotonic() - started < 30
     assert "SIGTERM received" in output and "stopped" in output
     assert committed_total(settings, topic, 2) == 300
+
+
+def test_a_batch_budget_caps_the_batches_and_every_event_is_still_scored(broker, topic_names, synthetic_checkpoint):
+    """3,000 events already in the topic, batches of up to 2,048: with no budget they come in
+    a few full batches; with a budget of 1 ms (below what 2,048 events cost to score) the
+    loop measures its cost, caps the batches and says so in ``stream_ae_batch_cap_events``."""
+    checkpoint, path = synthetic_checkpoint
+    rows = np.arange(3000)
+    runs = {}
+    for budget in (None, 1.0):
+        settings = detector_settings(broker, topic_names, path,
+                                     consumer={"max_batch_size": 2048, "batch_budget_ms": budget})
+        ensure_topics(settings.kafka.connection(), {settings.topics.input[0]: 1})
+        produce(settings, settings.topics.input[0], events(rows))
+        with DaemonThread(settings, checkpoint) as running:
+            totals = running.wait_accounted(len(rows))
+            metrics = scrape(running.daemon.server.port)
+        count = metrics.get(("stream_ae_batch_size_events_count", ()))
+        within_64 = metrics.get(("stream_ae_batch_size_events_bucket", (("le", "64.0"),)))
+        runs[budget] = (totals, count, count - within_64, metrics.get(("stream_ae_batch_cap_events", ())))
+    (plain, plain_batches, _, plain_cap), (budgeted, batches, above_64, cap) = runs[None], runs[1.0]
+    assert plain["events_scored"] == budgeted["events_scored"] == 3000
+    assert plain_cap == 2048 and plain_batches <= 6
+    assert cap == SMALLEST_CAP, "1 ms holds fewer than 64 events: the cap is at its floor"
+    assert above_64 <= 3, "batches over the cap: only those polled before the first full one was measured"
+    assert batches >= above_64 + (3000 - above_64 * 2048) / 64

@@ -99,7 +99,8 @@ class ConfluentSource(Source):
     def __init__(self, connection: Connection, topics: list[str], consumer: ConsumerOptions,
                  on_assigned: Callable[[list[PartitionKey]], None] = lambda keys: None,
                  on_revoked: Callable[[list[PartitionKey]], None] = lambda keys: None) -> None:
-        self.batching = BatchPolicy.from_options(consumer)
+        self.configured = BatchPolicy.from_options(consumer)
+        self.batching = self.configured
         self._connected = True
         self.consumer = Consumer({
             **connection.librdkafka(),
@@ -176,6 +177,10 @@ class ConfluentSource(Source):
             KafkaException: a fatal consumer error.
         """
         return consumed_batch(self.poll_records())
+
+    def limit_batch(self, records: int) -> None:
+        """See :meth:`ends.Source.limit_batch`."""
+        self.batching = self.configured.limited(records)
 
     def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
         """See :meth:`ends.Source.commit`; an asynchronous commit is handed to librdkafka and

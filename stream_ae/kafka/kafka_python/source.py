@@ -74,7 +74,8 @@ class KafkaSource(Source):
     def __init__(self, connection: Connection, topics: list[str], consumer: ConsumerOptions,
                  on_assigned: Callable[[list[PartitionKey]], None] = lambda keys: None,
                  on_revoked: Callable[[list[PartitionKey]], None] = lambda keys: None) -> None:
-        self.batching = BatchPolicy.from_options(consumer)
+        self.configured = BatchPolicy.from_options(consumer)
+        self.batching = self.configured
         self.consumer = KafkaConsumer(
             **connection.kafka_python(),
             group_id=consumer.group_id,
@@ -159,6 +160,10 @@ class KafkaSource(Source):
     def poll_batch(self) -> ConsumedBatch:
         """One micro-batch (see :meth:`poll_records`) as columns."""
         return ConsumedBatch.from_records(self.poll_records())
+
+    def limit_batch(self, records: int) -> None:
+        """See :meth:`ends.Source.limit_batch`."""
+        self.batching = self.configured.limited(records)
 
     def commit(self, next_offsets: dict[PartitionKey, int], asynchronous: bool = False) -> bool:
         """See :meth:`ends.Source.commit`; an asynchronous commit's outcome is logged when the

@@ -9,8 +9,10 @@ from the synthetic transaction set or ``--data``), and then, for each Kafka clie
    the whole topic in a fresh consumer group and discards the client's record objects as
    they come (``poll_records``: no columns built, nothing decoded); events/s from the end
    of the first batch to the last record (so the group join is left out);
-2. **detector**: the real :class:`stream_ae.pipeline.loop.Detector` (its ``run`` loop, in
-   a thread) reads the same topic in another fresh group; events/s over the same span, and
+2. **detector**: the real daemon (:class:`stream_ae.service.daemon.Daemon` running its
+   :class:`stream_ae.pipeline.loop.StreamLoop`, in a thread, on ``torch_threads`` threads
+   and the daemon's default ``consumer.batch_budget_ms`` unless given) reads the same
+   topic in another fresh group; events/s over the same span, and
    each stage's share of the loop's time over that span (from
    ``stream_ae_stage_seconds_total``);
 
@@ -35,7 +37,17 @@ alert sent and acknowledged, a synchronous commit per event; that is the detecto
 at-least-once promise kept one event at a time), plus the model alone called once per
 event without Kafka; **scale-out** (two detector processes in one consumer group,
 aggregate events/s); and the **accuracy** of bf16 autocast and ``torch.compile`` against
-fp32 on the held-out rows (largest absolute score difference, AUC-ROC change).
+fp32 on the held-out rows (largest absolute score difference, AUC-ROC change). The
+**score heads** serve the default memory-bank score and the same model's reconstruction
+error in alternating runs, and time the scorer alone on one torch thread and on all.
+
+The targets (each reported with its value, bound and verdict) are those of the default
+score on a CPU (docs/performance.md, "The default score on a CPU"): kafka-python and
+confluent-kafka at least 0.4× their consume limits, confluent-kafka faster than
+kafka-python, p99 latency at most 100 ms at 50% load and at most ``max_wait_ms`` + 30 ms at
+2,000 events/s, the detector at least 50× the per-event baseline, and the memory bank's
+score stage at most 10 µs an event. A client that is not installed (confluent-kafka comes
+with the ``confluent`` extra) is skipped, and the table says so.
 
 Quantiles are numpy's default (linear interpolation, Hyndman & Fan type 7).
 

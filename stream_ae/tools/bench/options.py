@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream_ae.service.config import Settings, load_settings
+from stream_ae.service.config import ConsumerSettings, Settings, load_settings
 
 CLIENTS = ("kafka-python", "confluent-kafka")
 
@@ -20,7 +20,8 @@ class BenchOptions:
         rounds: detector runs, each between two consume-limit runs (see the module docstring).
         partitions: partitions of the topic (even, so two processes split it evenly).
         payload: ``json`` or ``binary`` (see :mod:`stream_ae.pipeline.codec`).
-        max_batch_size, max_wait_ms, fetch_max_wait_ms: the detector's consumer settings.
+        max_batch_size, max_wait_ms, fetch_max_wait_ms, batch_budget_ms: the detector's
+            consumer settings (the budget's default is the daemon's).
         latency_seconds: how long the paced producer runs at each load level (seconds).
         baseline_seconds: how long the per-event baseline runs (seconds).
         clients: the Kafka clients to measure; confluent-kafka is skipped when not installed.
@@ -48,6 +49,7 @@ class BenchOptions:
     payload: str = "json"
     max_batch_size: int = 4096
     max_wait_ms: int = 50
+    batch_budget_ms: float | None = ConsumerSettings.model_fields["batch_budget_ms"].default
     fetch_max_wait_ms: int = 20
     latency_seconds: float = 8.0
     baseline_seconds: float = 5.0
@@ -94,8 +96,8 @@ def detector_settings(options: BenchOptions, bootstrap: str, topics: BenchTopics
                 "scores": None, "state": topics.state},
         consumer={"group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
                   "max_batch_size": options.max_batch_size, "max_wait_ms": options.max_wait_ms,
-                  "fetch_max_wait_ms": options.fetch_max_wait_ms},
-        model={"checkpoint": str(checkpoint_path), "device": options.device},
+                  "fetch_max_wait_ms": options.fetch_max_wait_ms, "batch_budget_ms": options.batch_budget_ms},
+        model={"checkpoint": str(checkpoint_path), "device": options.device, "threads": options.torch_threads},
         metrics={"enabled": False},
         delivery={"guarantee": options.guarantee},
     )

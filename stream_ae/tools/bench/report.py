@@ -51,22 +51,28 @@ def summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, w
         summary["accuracy"] = results["accuracy"]
     if "score_heads" in results:
         summary["score_heads"] = results["score_heads"]
+    # the targets of the default (memory-bank) score on a CPU (see the package docstring)
     bound = options.max_wait_ms / 1000 + 0.030
     both = {"confluent-kafka", "kafka-python"} <= clients.keys()
-    at_least, above, below = float.__ge__, float.__gt__, float.__lt__
+    fixed = f"{FIXED_RATE_EPS:g}/s"
+    at_least, above, at_most = float.__ge__, float.__gt__, float.__le__
+    bank = results.get("score_heads", {}).get("memory-bank", {})
     targets = {  # name: (value, bound, how the value must compare with the bound)
-        "kafka-python ratio >= 0.8": (clients.get("kafka-python", {}).get("ratio"), 0.8, at_least),
-        "confluent ratio >= 0.6": (clients.get("confluent-kafka", {}).get("ratio"), 0.6, at_least),
+        "kafka-python ratio >= 0.4": (clients.get("kafka-python", {}).get("ratio"), 0.4, at_least),
+        "confluent ratio >= 0.4": (clients.get("confluent-kafka", {}).get("ratio"), 0.4, at_least),
         "confluent / kafka-python eps > 1": (
             clients["confluent-kafka"]["detector_eps"] / clients["kafka-python"]["detector_eps"]
             if both else None, 1.0, above),
-        f"p99 at 50% load < {bound * 1000:.0f} ms (s)": (summary.get("latency_p99_s"), bound, below),
+        "p99 at 50% load <= 100 ms (s)": (summary.get("latency_p99_s"), 0.100, at_most),
+        f"p99 at {fixed} <= {bound * 1000:.0f} ms (s)": (
+            default["latency"].get(fixed, {}).get("p99_s"), bound, at_most),
         "detector / per-event baseline >= 50": (summary["baseline_ratio"], 50.0, at_least),
-        "memory-bank / reconstruction eps >= 0.7": (results.get("score_heads", {}).get("ratio"), 0.7, at_least),
+        "memory-bank score stage <= 10 us/event (s)": (bank.get("score_s_per_event"), 10e-6, at_most),
     }
     summary["targets"] = {
         name: {"value": value, "bound": limit, "met": None if value is None else bool(compare(float(value), limit))}
         for name, (value, limit, compare) in targets.items()}
+    summary["skipped_clients"] = results.get("skipped_clients", [])
     summary["context"] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
                    f"({torch.get_num_threads()} threads), "
@@ -104,6 +110,9 @@ def table(summary: dict[str, Any]) -> str:
         cells = [f"{summary['stage_share'][c][stage] * 100:.1f}%" if stage in summary["stage_share"].get(c, {}) else "-"
                  for c in CLIENTS]
         lines.append(f"{f'time in {stage}':34}{cells[0]:>16}{cells[1]:>18}")
+    if "confluent-kafka" in summary.get("skipped_clients", []):
+        lines.append("confluent-kafka is not installed (pip install 'stream-ae[confluent]'): its column and "
+                     "targets are not measured")
     lines.append("")
     for client, runs in summary["runs"].items():
         lines.append(f"{client}, each run in order (medians above): consume limit "
@@ -124,8 +133,10 @@ def table(summary: dict[str, Any]) -> str:
         for name in ("memory-bank", "reconstruction"):
             figures = heads[name]
             lines.append(f"  {name:15} {_eps(figures['detector_eps']):>9} events/s; score stage "
-                         f"{figures['score_s_per_event'] * 1e6:.2f} us/event; scorer alone "
-                         f"{figures['score_s_per_batch'] * 1000:.1f} ms per {heads['batch_events']:,}-event batch")
+                         f"{figures['score_s_per_event'] * 1e6:.2f} us/event; scorer alone per "
+                         f"{heads['batch_events']:,}-event batch {figures['score_s_per_batch'] * 1000:.1f} ms "
+                         f"on 1 thread, {figures['score_s_per_batch_all_threads'] * 1000:.1f} ms on "
+                         f"{heads['cores']}")
         lines.append(f"  memory-bank / reconstruction events/s: {heads['ratio']:.2f} (runs "
                      f"{' '.join(f'{v:.2f}' for v in heads['ratio_runs'])})")
     for name, figures in summary.get("accuracy", {}).items():

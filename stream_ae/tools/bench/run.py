@@ -114,6 +114,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 checkpoint_path, in_topic, options.torch_threads, options.progress)
     if options.accuracy:
         results["accuracy"] = accuracy(checkpoint, dataset, options.device, options.compile)
+    results["skipped_clients"] = [c for c in options.clients if c not in clients]
     return summarise(results, options, fill_eps, time.perf_counter() - started)
 
 
