@@ -135,9 +135,9 @@ class KafkaSource(Source):
         down: its coordinator lookup treats a lost connection as stale metadata and asks for
         new metadata, whose refused connection (``KafkaConnectionError: 111 ECONNREFUSED``)
         it does not catch. Seen here twice in the broker-outage test, each time ending the
-        daemon's thread. Such an error is logged, nothing is fetched (the consumer's position has not
-        moved, so no record is skipped), and the next poll tries again after a pause of at
-        most :data:`UNREACHABLE_PAUSE_S`. Other errors are raised.
+        daemon's thread. Such an error is logged, nothing is fetched (the consumer's position
+        has not moved, so no record is skipped), and the next poll tries again after a pause
+        of at most :data:`UNREACHABLE_PAUSE_S`. Other errors are raised.
         """
         try:
             fetched = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=wanted)
