@@ -6,12 +6,12 @@ of events at once on its device: float32 ``(events, features)`` in, :class:`Scor
 attribution per feature, or per segment for windows, that names what an alert blames; and
 named per-event values that the output records carry beside the score). A detector that
 adapts to the stream learns from the events of a batch that were not flagged
-(:meth:`Detector.learn`; a no-op for the detectors of today), and hands its state out and
-takes it back (:meth:`Detector.export_state`, :meth:`Detector.restore_state`) as the
-threshold does. The rest is derived: :meth:`Detector.score_all` scores any number of
-events in batches. The shape follows PyOD's ``BaseDetector`` (``fit``,
-``decision_function``, the rest derived) and River's anomaly detectors (``learn_one``,
-``score_one``), batched.
+(:meth:`Detector.learn`; a no-op for the detectors of today); what it learns travels with
+the partitions as the threshold's state does, by being keyed state
+(:class:`stream_ae.pipeline.keyed_state.KeyedState`). The rest is derived:
+:meth:`Detector.score_all` scores any number of events in batches. The shape follows
+PyOD's ``BaseDetector`` (``fit``, ``decision_function``, the rest derived) and River's
+anomaly detectors (``learn_one``, ``score_one``), batched.
 
 The daemon, ``evaluate``, ``compare``, ``bench``, ``demo`` and training's validation
 scores all go through this module; no other module computes a score
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -87,8 +86,8 @@ class Detector:
     """What scores events: the contract of the module docstring.
 
     A subclass sets :attr:`input_dim` and :attr:`attribution_names` and implements
-    :meth:`score` (the base raises ``NotImplementedError``); it overrides :meth:`learn`, :meth:`export_state` and
-    :meth:`restore_state` when it adapts to the stream.
+    :meth:`score` (the base raises ``NotImplementedError``); it overrides :meth:`learn` when
+    it adapts to the stream (and keeps what it learns as keyed state).
 
     Attributes:
         input_dim: values per event (features, or samples per window).
@@ -117,13 +116,6 @@ class Detector:
         """Learn from a scored batch: ``values (events, input_dim)`` float32 and ``flags
         (events,)`` bool, True for the events the threshold flagged, which must never be
         learned from. Nothing by default: the detector stays as it was trained."""
-
-    def export_state(self) -> dict[str, Any]:
-        """What :meth:`learn` changed, JSON-ready, to be saved with the offsets; empty by default."""
-        return {}
-
-    def restore_state(self, state: Mapping[str, Any]) -> None:
-        """Put back a state written by :meth:`export_state`; nothing to do by default."""
 
     def host_buffer(self, rows: int, width: int) -> np.ndarray:
         """An empty float32 ``(rows, width)`` host array for a batch on its way to :meth:`score`
