@@ -28,7 +28,7 @@ from stream_ae.kafka.options import Connection
 from stream_ae.kafka.topics import probe_cluster
 from stream_ae.model.autoencoders import DEFAULT_MODEL, MODEL_BUILDERS
 from stream_ae.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stream_ae.model.datasets import load_dataset
+from stream_ae.model.datasets import LabelledDataset, load_dataset, synthetic_transactions
 from stream_ae.model.device import device_name_fault
 from stream_ae.model.memory_bank import BankOptions
 from stream_ae.model.training import SCORES, TrainingOptions
@@ -172,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``stream-ae train``: fit on a dataset's normal rows and write the checkpoint."""
     from stream_ae.model.training import train_autoencoder
 
-    dataset = load_dataset(args.data, args.label_column, args.unlabelled, args.ignore_non_numeric)
+    dataset = _dataset(args)
     checkpoint = train_autoencoder(dataset, _training_options(args))
     save_checkpoint(checkpoint, args.output)
     training = checkpoint.training
@@ -244,7 +244,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **_overrides(args))
     connection = settings.kafka.connection()
     probe_cluster(connection)  # fail in seconds, before reading the data
-    dataset = load_dataset(args.data, args.label_column, args.unlabelled, args.ignore_non_numeric)
+    dataset = _dataset(args)
     if args.held_out_of:
         checkpoint = load_checkpoint(args.held_out_of)
         if checkpoint.dataset_sha256 != dataset.sha256:
@@ -306,6 +306,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+SYNTHETIC = "synthetic"
+"""The ``--data`` of train and replay that names generated card-shaped transactions, not a file."""
+
+
+def _dataset(args: argparse.Namespace) -> LabelledDataset:
+    """The dataset ``--data`` names: a file, or ``synthetic`` (the demo's transactions, seeded)."""
+    if str(args.data) == SYNTHETIC and not args.data.exists():
+        return synthetic_transactions()
+    return load_dataset(args.data, args.label_column, args.unlabelled, args.ignore_non_numeric)
+
+
 def _add_data_flags(parser: argparse.ArgumentParser, help_text: str, unlabelled: bool = True) -> None:
     parser.add_argument("--data", type=Path, required=True, help=help_text)
     parser.add_argument("--label-column", metavar="NAME",
@@ -342,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    parents=[common], formatter_class=_Help)
 
     train = command("train", "fit an autoencoder on the normal rows of a dataset")
-    _add_data_flags(train, "CSV, parquet or npz dataset")
+    _add_data_flags(train, f"CSV, parquet or npz dataset, or '{SYNTHETIC}': generated card-shaped "
+                    "transactions (20,000 rows, 2%% anomalies, seeded), as the demo trains on")
     train.add_argument("--output", type=_output_file, default="model.pt", metavar="CKPT",
                        help="checkpoint to write (checked writable before training)")
     _add_training_flags(train)
@@ -380,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     replay = command("replay", "produce a dataset's rows into a topic as events")
-    _add_data_flags(replay, "CSV, parquet or npz dataset")
+    _add_data_flags(replay, f"CSV, parquet or npz dataset, or '{SYNTHETIC}': the transactions that "
+                    f"'train --data {SYNTHETIC}' trains on")
     replay.add_argument("--topic", default="events", help="topic to produce to")
     replay.add_argument("--partitions", type=at_least(1), default=3, help="partitions if the topic is created")
     _add_cluster_flags(replay, "its kafka section")

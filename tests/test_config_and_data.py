@@ -93,6 +93,19 @@ def test_invalid_environment_value_names_the_field(monkeypatch):
         load_settings()
 
 
+def test_null_in_the_environment_clears_an_optional_field(tmp_path, monkeypatch):
+    """docker-compose.yml passes STREAM_AE_TOPICS__SCORES=null unless a scores topic is asked for."""
+    path = tmp_path / "c.yaml"
+    path.write_text("topics:\n  scores: every-score\n")
+    assert load_settings(path).topics.scores == "every-score"
+    monkeypatch.setenv("STREAM_AE_TOPICS__SCORES", "null")
+    assert load_settings(path).topics.scores is None
+    assert "every-score" not in load_settings(path).topics.outputs()
+    monkeypatch.setenv("STREAM_AE_THRESHOLD__HALF_LIFE_EVENTS", "null")
+    with pytest.raises(ConfigError, match="threshold.half_life_events"):
+        load_settings(path)
+
+
 def test_exactly_once_reads_committed_and_names_a_stable_transactional_producer():
     assert load_settings().transaction_options() is None, "at-least-once is the default"
     assert not load_settings().consumer_options().read_committed

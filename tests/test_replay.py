@@ -96,3 +96,26 @@ def test_an_unknown_payload_format_is_refused_before_anything_is_sent():
 def test_the_report_gives_events_per_second():
     assert ReplayReport(100, 2.0).events_per_second == 50
     assert ReplayReport(5, 0.0).events_per_second == float("inf")
+
+
+@pytest.mark.integration
+def test_train_and_replay_on_synthetic_data_with_no_file(broker, topic_names, tmp_path, monkeypatch, capsys):
+    """``--data synthetic``: what the compose stack's trainer and replayer fall back to without a
+    dataset. The replay finds the rows the checkpoint held out of training, as for a file."""
+    from stream_ae.cli import main
+    from stream_ae.model.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)  # no file named "synthetic" here
+    checkpoint = tmp_path / "model.pt"
+    assert main(["train", "--data", "synthetic", "--epochs", "1", "--device", "cpu", "--output",
+                 str(checkpoint)]) == 0, capsys.readouterr().err
+    trained = load_checkpoint(checkpoint)
+    assert trained.dataset_sha256 == synthetic_transactions().sha256
+    topic = topic_names("replay-synthetic")
+    assert main(["replay", "--data", "synthetic", "--held-out-of", str(checkpoint), "--limit", "40",
+                 "--topic", topic, "--partitions", "1", "--bootstrap-servers", broker.bootstrap_servers]) == 0
+    records = read_topic(Connection(broker.bootstrap_servers), topic, 40, timeout_s=20)
+    held_out = {f"synthetic-{row}" for row in trained.training["split"]["test"]}
+    assert len(records) == 40 and {record.key.decode() for record in records} <= held_out
+    assert main(["train", "--data", "synthetic.csv", "--output", str(tmp_path / "m.pt")]) == 2
+    assert "dataset file not found: synthetic.csv" in capsys.readouterr().err

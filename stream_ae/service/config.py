@@ -265,8 +265,9 @@ class MetricsSettings(_Section):
 class Settings(BaseSettings):
     """Everything the daemon reads at start-up."""
 
+    # STREAM_AE_TOPICS__SCORES=null sets an optional field to None, as `null` does in the file
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", env_parse_none_str="null"
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -1,6 +1,6 @@
 """The docker-compose stack, checked without a Docker engine.
 
-* ``docker-compose.yml`` and the CPU override validate against the Compose Specification's
+* ``docker-compose.yml`` and the GPU override validate against the Compose Specification's
   JSON schema with the ``jsonschema`` package. The schema file, ``compose-spec.json`` next
   to this test, is the Compose Specification's published ``schema/compose-spec.json``
   (``"$id": "compose_spec.json"``) as shipped unchanged inside the npm package
@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-CPU_OVERRIDE = REPO / "deploy" / "docker-compose.cpu.yml"
+GPU_OVERRIDE = REPO / "deploy" / "docker-compose.gpu.yml"
 SCHEMA = Path(__file__).with_name("compose-spec.json")
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "stream-ae.json"
 
@@ -87,7 +87,7 @@ def _schema_errors(validator, document: dict) -> list[str]:
             for error in validator.iter_errors(json.loads(json.dumps(document)))]
 
 
-@pytest.mark.parametrize("path", [COMPOSE, CPU_OVERRIDE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE, GPU_OVERRIDE], ids=lambda p: p.name)
 def test_compose_files_match_the_compose_specification(validator, path):
     assert _schema_errors(validator, load_compose(path)) == []
 
@@ -105,10 +105,11 @@ def test_the_schema_catches_mistakes(validator, compose):
 def test_the_stack_has_every_service(compose):
     services = compose["services"]
     assert set(services) >= {"kafka", "topics", "trainer", "detector", "replayer", "prometheus", "grafana"}
-    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert interpolate(services["kafka"]["image"]).startswith("apache/kafka:")
+    assert interpolate(services["prometheus"]["image"]).startswith("prom/prometheus:")
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
-    devices = services["detector"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    # the first `docker compose up` needs no GPU: nothing in the base file reserves one
+    assert not any("deploy" in service for service in services.values())
     assert services["detector"]["command"] == ["run", "--config", "/etc/stream-ae/config.yaml"]
 
 
@@ -141,21 +142,36 @@ def test_mounted_and_built_files_exist(compose):
             assert dockerfile.is_file()
             assert "torch" in dockerfile.read_text()
             assert Path(f"{dockerfile}.dockerignore").is_file()
-    override = load_compose(CPU_OVERRIDE)
+    override = load_compose(GPU_OVERRIDE)
     for service in override["services"].values():
         if "build" in service:
             assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
 
 
-def test_cpu_variant_removes_every_gpu_reservation(compose):
-    override = load_compose(CPU_OVERRIDE)["services"]
-    for name, service in compose["services"].items():
-        if "devices" in service.get("deploy", {}).get("resources", {}).get("reservations", {}):
-            assert name in override, f"the CPU variant leaves {name}'s GPU reservation"
-            assert getattr(override[name].get("deploy"), "tag", None) == "!reset"
-            assert override[name]["image"] != service["image"]
-    assert override["detector"]["environment"]["STREAM_AE_MODEL__DEVICE"] == "cpu"
+def test_gpu_variant_reserves_a_gpu_for_the_model_services(compose):
+    override = load_compose(GPU_OVERRIDE)["services"]
+    for name in ("trainer", "detector"):
+        devices = override[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    for name, service in override.items():
+        assert interpolate(service["image"]) == "stream-ae:cuda" != interpolate(compose["services"][name]["image"])
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert interpolate(override["detector"]["environment"]["STREAM_AE_MODEL__DEVICE"]) == "cuda"
     assert "cpu" in (REPO / "deploy" / "Dockerfile.cpu").read_text()
+
+
+def test_image_variables_default_to_the_published_images(compose):
+    """Each image is swapped by a variable (deploy/build-images.sh's stand-ins) whose default is the usual one."""
+    env = {"STREAM_AE_KAFKA_IMAGE": "localhost/k:1", "STREAM_AE_PROMETHEUS_IMAGE": "localhost/p:1",
+           "STREAM_AE_IMAGE": "localhost/s:1"}
+    services = compose["services"]
+    for name in ("kafka", "topics"):
+        assert interpolate(services[name]["image"], env) == "localhost/k:1"
+    assert interpolate(services["prometheus"]["image"], env) == "localhost/p:1"
+    for name in ("trainer", "detector", "replayer"):
+        assert interpolate(services[name]["image"], env) == "localhost/s:1"
+        assert interpolate(services[name]["image"]) == "stream-ae:cpu"
+        assert interpolate(services[name]["user"]) == "10001"
 
 
 def test_detector_settings_in_the_container(compose, monkeypatch):
@@ -173,7 +189,7 @@ def test_detector_settings_in_the_container(compose, monkeypatch):
     assert settings.metrics.host == "0.0.0.0"
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert str(settings.model.checkpoint) == "/models/model.pt"
-    assert settings.model.device == "cuda"
+    assert settings.model.device == "auto"   # cuda where the container sees a GPU
     assert any(dst == "/models" for dst in mounts.values())
     # a dead letter larger than the broker takes goes as a reference instead of being refused
     # (Apache Kafka's message.max.bytes is 1 MiB + 12 bytes unless the stack sets it)
