@@ -181,6 +181,8 @@ for target in "${targets[@]}"; do
   esac
 done
 write_env
+# the images these builds replaced, untagged now: only ours (labelled), never a user's
+"$ENGINE" image prune --force --filter label=stream-ae.inputs >/dev/null
 echo "build-images: images (deploy/offline-images.env names them for docker compose):"
 for image in "$BASE_IMAGE" "$PRODUCT_IMAGE" "$KAFKA_IMAGE" "$PROMETHEUS_IMAGE"; do
   "$ENGINE" image inspect --format "  {{.Size}} $image" "$image" 2>/dev/null \

@@ -33,7 +33,6 @@ Skipped, saying so, where ``prometheus`` or ``promtool`` is not installed
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -54,12 +53,12 @@ from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.datasets import synthetic_transactions
 from stream_ae.pipeline.codec import encode_event
 from stream_ae.tools.daemon_thread import DaemonThread
+from tests.deploy.dashboard import assert_dashboard_has_data, assert_every_query_has_data, substitute
 from tests.helpers import detector_settings, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "alerts.yml"
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "stream-ae.json"
 JOB = "stream-ae"
 
 PROMETHEUS = shutil.which("prometheus")
@@ -89,38 +88,6 @@ def test_promtool_check(what, path):
 
 
 # -- reading expressions out of the files ------------------------------------------------------
-def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
-    """``(panel title / refId, expr)`` of every target of every panel, rows' panels included."""
-    found = []
-
-    def walk(panels: list[dict]) -> None:
-        for panel in panels:
-            for target in panel.get("targets", []):
-                if target.get("expr"):
-                    found.append((f"{panel['title']} [{target.get('refId', '?')}]", target["expr"]))
-            walk(panel.get("panels", []))
-
-    walk(dashboard["panels"])
-    return found
-
-
-def substitute(expr: str, variables: dict[str, str]) -> str:
-    """Replace ``$name``, ``${name}`` and ``${name:format}`` as Grafana does; fail on unknown ones."""
-    def replace(match: re.Match) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in variables:
-            raise KeyError(f"unknown Grafana variable ${name} in {expr!r}")
-        return variables[name]
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", replace, expr)
-
-
-def dashboard_variables(dashboard: dict) -> dict[str, str]:
-    values = dict(GRAFANA_BUILTINS)
-    for variable in dashboard.get("templating", {}).get("list", []):
-        values[variable["name"]] = variable.get("allValue") or ".*"
-    return values
-
-
 def _scan(expr: str):
     """Yield ``(index, char)`` of the characters at parenthesis/brace/bracket depth 0, outside strings."""
     depth, quote, i = 0, None, 0
@@ -240,17 +207,6 @@ class Prometheus:
             self.process.wait()
 
 
-def finite_samples(data: dict) -> list[float]:
-    """The finite values of an instant query's result (vector or scalar)."""
-    if data["resultType"] == "scalar":
-        values = [data["result"][1]]
-    elif data["resultType"] == "vector":
-        values = [item["value"][1] for item in data["result"]]
-    else:
-        pytest.fail(f"unexpected result type {data['resultType']}")
-    return [float(v) for v in values if math.isfinite(float(v))]
-
-
 class Producer(threading.Thread):
     """Sends synthetic events at a steady rate, and a malformed record every ~second."""
 
@@ -357,34 +313,8 @@ def test_prometheus_loads_every_alert_rule(live_prometheus):
 
 
 @needs_prometheus
-def assert_every_query_has_data(prometheus, named: list[tuple[str, str]], what: str) -> None:
-    """Run each ``(name, promql)``; print a line per query and fail listing those without data."""
-    report, empty = [], []
-    for name, promql in named:
-        values = finite_samples(prometheus.query(promql))
-        report.append(f"{'ok   ' if values else 'EMPTY'} {name}: {len(values)} series  {promql}  -> {values[:3]}")
-        if not values:
-            empty.append(f"{name}: {promql}")
-    print("\n".join([f"{what}:"] + report))
-    assert empty == [], f"{what} without data:\n" + "\n".join(empty)
-
-
 def test_every_dashboard_query_returns_data(live_prometheus):
-    dashboard = json.loads(DASHBOARD.read_text())
-    variables = dashboard_variables(dashboard)
-    queries = dashboard_queries(dashboard)
-    panels = {title.rsplit(" [", 1)[0] for title, _ in queries}
-    assert len(panels) >= 12
-    assert_every_query_has_data(live_prometheus, [(title, substitute(expr, variables)) for title, expr in queries],
-                                "dashboard queries")
-
-    for variable in dashboard["templating"]["list"]:
-        definition = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
-        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", definition.strip())
-        assert match, f"variable {variable['name']}: unsupported query {definition}"
-        selector, label = match.groups()
-        result = live_prometheus.query(selector)["result"]
-        assert any(label in item["metric"] for item in result), f"variable {variable['name']} has no values"
+    assert_dashboard_has_data(live_prometheus.query, GRAFANA_BUILTINS)
 
 
 @needs_prometheus
@@ -398,4 +328,4 @@ def test_every_alert_rule_signal_returns_data(live_prometheus):
         checks += [(f"{name} selector", selector) for selector in selectors]
         checks += [(f"{name} signal", signal) for operand in split_set_operators(expr)
                    if (signal := comparison_signal(operand)) is not None]
-    assert_every_query_has_data(live_prometheus, checks, "alert rule parts")
+    assert_every_query_has_data(live_prometheus.query, checks, "alert rule parts")
