@@ -44,29 +44,29 @@ def test_probationary_period_and_sigmoid():
 
 def test_only_the_earliest_detection_in_a_window_counts():
     window = [(100, 119)]                    # 20 rows
-    first = series([100], window).score(0.5, STANDARD)
+    first = series([100], window).nab_score(0.5, STANDARD)
     assert first == pytest.approx(1.0)       # tpWeight at the window's first row
-    assert series([100, 105, 119], window).score(0.5, STANDARD) == pytest.approx(first)
-    later = series([110], window).score(0.5, STANDARD)
+    assert series([100, 105, 119], window).nab_score(0.5, STANDARD) == pytest.approx(first)
+    later = series([110], window).nab_score(0.5, STANDARD)
     assert later == pytest.approx(scaled_sigmoid(-10 / 20) / scaled_sigmoid(-1.0))
-    assert series([110, 115], window).score(0.5, STANDARD) == pytest.approx(later)
-    assert series([], window).score(0.5, STANDARD) == -1.0                            # missed: -fnWeight
-    assert series([], window).score(0.5, PROFILES["reward_low_FN_rate"]) == -2.0
+    assert series([110, 115], window).nab_score(0.5, STANDARD) == pytest.approx(later)
+    assert series([], window).nab_score(0.5, STANDARD) == -1.0                            # missed: -fnWeight
+    assert series([], window).nab_score(0.5, PROFILES["reward_low_FN_rate"]) == -2.0
 
 
 def test_false_positives_count_every_row_and_fade_past_a_window():
     window = [(100, 119)]
-    assert series([50, 60], window).score(0.5, STANDARD) == pytest.approx(-1.0 - 2 * 0.11)  # no window before
-    just_after = series([120], window).score(0.5, STANDARD) + 1.0                       # window missed: -1
+    assert series([50, 60], window).nab_score(0.5, STANDARD) == pytest.approx(-1.0 - 2 * 0.11)  # no window before
+    just_after = series([120], window).nab_score(0.5, STANDARD) + 1.0                       # window missed: -1
     assert just_after == pytest.approx(0.11 * scaled_sigmoid(1 / 19)) and -0.11 < just_after < 0
-    far = series([119 + 3 * 19 + 1], window).score(0.5, STANDARD) + 1.0                  # past 3 widths
+    far = series([119 + 3 * 19 + 1], window).nab_score(0.5, STANDARD) + 1.0                  # past 3 widths
     assert far == pytest.approx(-0.11)
-    assert series([50], window).score(0.5, PROFILES["reward_low_FP_rate"]) == pytest.approx(-1.0 - 0.22)
+    assert series([50], window).nab_score(0.5, PROFILES["reward_low_FP_rate"]) == pytest.approx(-1.0 - 0.22)
 
 
 def test_the_probationary_period_is_never_scored():
-    assert series([10, 29], [(100, 119)]).score(0.5, STANDARD) == -1.0
-    assert series([30], [(100, 119)]).score(0.5, STANDARD) == pytest.approx(-1.11)
+    assert series([10, 29], [(100, 119)]).nab_score(0.5, STANDARD) == -1.0
+    assert series([30], [(100, 119)]).nab_score(0.5, STANDARD) == pytest.approx(-1.11)
 
 
 def test_bad_windows_and_scores_are_refused():
@@ -113,7 +113,7 @@ def test_the_threshold_sweep_equals_the_row_by_row_score(seed):
     thresholds = np.array([0.0, 0.13, 0.5, 0.77, 0.99, 1.0, 1.5])
     for profile in PROFILES.values():
         expected = [reference_score(scores, windows, t, profile) for t in thresholds]
-        assert scored.scores_at(thresholds, profile) == pytest.approx(expected)
+        assert scored.nab_scores_at(thresholds, profile) == pytest.approx(expected)
         threshold, best = best_threshold([scored], profile)
         assert best == pytest.approx(max(reference_score(scores, windows, t, profile)
                                          for t in np.unique(np.append(scores, 2.0))))

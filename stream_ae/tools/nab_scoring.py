@@ -32,11 +32,11 @@ Example:
     >>> early = np.zeros(100); early[50] = 1.0                       # at the window's first row
     >>> late = np.zeros(100); late[59] = 1.0                         # at its last row
     >>> standard = PROFILES["standard"]
-    >>> round(ScoredSeries(times, [window], early).score(0.5, standard), 4)
+    >>> round(ScoredSeries(times, [window], early).nab_score(0.5, standard), 4)
     1.0
-    >>> round(ScoredSeries(times, [window], late).score(0.5, standard), 4)
+    >>> round(ScoredSeries(times, [window], late).nab_score(0.5, standard), 4)
     0.2482
-    >>> round(ScoredSeries(times, [window], np.zeros(100)).score(0.5, standard), 4)  # missed
+    >>> round(ScoredSeries(times, [window], np.zeros(100)).nab_score(0.5, standard), 4)  # missed
     -1.0
 """
 
@@ -148,11 +148,11 @@ class ScoredSeries:
         return np.where(self.window_of >= 0, profile.tp_weight * self.sigmoid / float(scaled_sigmoid(-1.0)),
                         profile.fp_weight * self.sigmoid)
 
-    def score(self, threshold: float, profile: Profile) -> float:
+    def nab_score(self, threshold: float, profile: Profile) -> float:
         """The series' NAB score (not normalised) when rows scoring ``>= threshold`` are detections."""
-        return float(self.scores_at(np.array([threshold]), profile)[0])
+        return float(self.nab_scores_at(np.array([threshold]), profile)[0])
 
-    def scores_at(self, thresholds: np.ndarray, profile: Profile) -> np.ndarray:
+    def nab_scores_at(self, thresholds: np.ndarray, profile: Profile) -> np.ndarray:
         """``(t,)`` the series' score at each of ``thresholds`` (any order): NAB's threshold sweep.
 
         The scorable rows are taken by descending anomaly score; a false positive adds its worth,
@@ -187,7 +187,7 @@ def _row_of(times: np.ndarray, stamp: object) -> int:
 
 def corpus_score(series: Sequence[ScoredSeries], threshold: float, profile: Profile) -> float:
     """The corpus' raw NAB score at one threshold: the sum of the series' scores."""
-    return float(sum(one.score(threshold, profile) for one in series))
+    return float(sum(one.nab_score(threshold, profile) for one in series))
 
 
 def best_threshold(series: Sequence[ScoredSeries], profile: Profile) -> tuple[float, float]:
@@ -200,7 +200,7 @@ def best_threshold(series: Sequence[ScoredSeries], profile: Profile) -> tuple[fl
     candidates = np.unique(np.concatenate([one.scores[one.scorable] for one in series] + [np.array([np.inf])]))
     totals = np.zeros(len(candidates))
     for one in series:
-        totals += one.scores_at(candidates, profile)
+        totals += one.nab_scores_at(candidates, profile)
     best = int(np.argmax(totals))
     return float(candidates[best]), float(totals[best])
 
