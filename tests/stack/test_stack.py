@@ -52,7 +52,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from sklearn.metrics import roc_auc_score
 
 from stream_ae.kafka.options import Connection
@@ -70,6 +70,7 @@ TRAIN_FILE = "creditcard/creditcard_subset.parquet"
 HOST_KAFKA = Connection("localhost:29092")
 PROMETHEUS = "http://127.0.0.1:9090"
 INPUT, ALERTS, DEAD_LETTER, SCORES = "events", "alerts", "events-dead-letter", "scores"
+GROUP = "stream-ae"   # consumer.group_id in deploy/config.yaml
 MALFORMED = [b"not json", b"[1, 2, 3]", b'{"id": "bad-missing"}', b""] * 3
 """Records the detector must dead-letter (invalid_json, not_an_object, missing_field, empty)."""
 
@@ -360,12 +361,28 @@ def _healthy_detectors(stack: Stack) -> list[dict]:
     return [c for c in stack.of("detector") if c["State"] == "running" and c["Health"] == "healthy"]
 
 
-def _partitions_by_replica() -> dict[str, list[int]]:
-    """The input partitions each scraped replica reports a consumer lag for: those it owns."""
-    owned: dict[str, list[int]] = {}
-    for series in _prometheus(f'stream_ae_consumer_lag_events{{job="stream-ae",topic="{INPUT}"}}')["result"]:
-        owned.setdefault(series["metric"]["instance"], []).append(int(series["metric"]["partition"]))
+def _group_members() -> dict[str, list[int]]:
+    """The detector's consumer group as Kafka sees it once stable: each member's address and the
+    input partitions assigned to it (empty while the group rebalances)."""
+    admin = KafkaAdminClient(**HOST_KAFKA.kafka_python())
+    try:
+        group = admin.describe_groups([GROUP])[GROUP]
+    finally:
+        admin.close()
+    if group["group_state"] != "Stable":
+        return {}
+    owned = {}
+    for member in group["members"]:
+        assignment = member["member_assignment"]["assigned_partitions"]
+        owned[member["client_host"].lstrip("/")] = sorted(
+            p for assigned in assignment if assigned["topic"] == INPUT for p in assigned["partitions"])
     return owned
+
+
+def _scraped_replicas() -> set[str]:
+    """The addresses of the detector replicas Prometheus scrapes successfully (``up == 1``)."""
+    return {series["metric"]["instance"].rsplit(":", 1)[0]
+            for series in _prometheus('up{job="stream-ae"} == 1')["result"]}
 
 
 def test_prometheus_scrapes_the_detector_and_agrees_with_the_topics(stack):
@@ -387,14 +404,20 @@ def test_scaled_out_replicas_share_the_input_partitions(stack):
     stack.compose("up", "--detach", "--no-deps", "--scale", "detector=3", "detector")
     _poll(lambda: len(_healthy_detectors(stack)) == 3, 240, "three healthy detector replicas")
     partitions = int(stack.env.get("STREAM_AE_INPUT_PARTITIONS", "6"))
+    seen: list[tuple[dict, set]] = []
 
     def shared() -> bool:
-        owned = _partitions_by_replica()
-        return (len(_prometheus('up{job="stream-ae"} == 1')["result"]) == 3 and len(owned) == 3
-                and all(owned.values()) and sorted(p for ps in owned.values() for p in ps) == list(range(partitions)))
+        members, scraped = _group_members(), _scraped_replicas()
+        seen[:] = [(members, scraped)]
+        return (len(members) == 3 and all(members.values()) and set(members) == scraped
+                and sorted(p for owned in members.values() for p in owned) == list(range(partitions)))
 
-    _poll(shared, 120, f"three scraped replicas owning the {partitions} input partitions between them")
-    print(f"\nstack: partitions per replica {sorted(sorted(ps) for ps in _partitions_by_replica().values())}")
+    try:
+        _poll(shared, 120, f"three replicas sharing the {partitions} input partitions, each scraped")
+    except pytest.fail.Exception:
+        pytest.fail(f"after 120 s, group {GROUP} is {seen[-1][0] if seen else '?'} (address: partitions) and "
+                    f"Prometheus has up == 1 for {seen[-1][1] if seen else '?'}")
+    print(f"\nstack: partitions per replica {sorted(seen[-1][0].values())}, each replica scraped")
 
 
 def test_the_dashboard_and_alert_rules_on_live_traffic(stack):
