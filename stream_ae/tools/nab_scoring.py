@@ -92,7 +92,7 @@ def scaled_sigmoid(y: np.ndarray | float) -> np.ndarray:
 
 def probationary_rows(rows: int) -> int:
     """Rows a series of ``rows`` rows keeps out of scoring: ``min(floor(0.15 rows), 750)``."""
-    return int(min(math.floor(PROBATION_PERCENT * rows), PROBATION_PERCENT * 5000))
+    return int(min(math.floor(PROBATION_PERCENT * rows), PROBATION_CAP_ROWS))
 
 
 class ScoredSeries:
@@ -136,7 +136,6 @@ class ScoredSeries:
         after = ~inside & (before >= 0)
         with np.errstate(divide="ignore"):
             position[after] = (rows[after] - rights[before[after]]) / (widths[before[after]] - 1.0)
-        self.rows = n
         self.windows = len(bounds)
         self.scores = scores
         self.window_of = window_of
@@ -165,12 +164,12 @@ class ScoredSeries:
         order = np.argsort(-scores, kind="stable")
         scores, window, weighted = scores[order], window[order], weighted[order]
         delta = np.where(window < 0, weighted, 0.0)
-        for index in np.unique(window[window >= 0]):
+        windows_scored = np.unique(window[window >= 0])
+        for index in windows_scored:
             rows = np.flatnonzero(window == index)
             best = np.maximum.accumulate(weighted[rows])
             delta[rows] = best - np.concatenate(([-profile.fn_weight], best[:-1]))
-        windows_scored = len(np.unique(window[window >= 0]))
-        base = -profile.fn_weight * windows_scored
+        base = -profile.fn_weight * len(windows_scored)
         running = base + np.cumsum(delta)
         detected = np.searchsorted(-scores, -np.asarray(thresholds, np.float64), side="right")
         return np.where(detected == 0, base, running[np.maximum(detected - 1, 0)])

@@ -126,13 +126,17 @@ class Stack:
     milestones: dict[str, float] = field(default_factory=dict)
     dataset: str = TRAIN_FILE
 
+    @staticmethod
+    def command(*args: str) -> list[str]:
+        """The ``docker compose`` command line on this project, as the README runs it."""
+        env_file = ["--env-file", str(ENV_FILE)] if ENV_FILE.is_file() else []
+        return ["docker", "compose", "--project-name", PROJECT, "--file", str(REPO / "docker-compose.yml"),
+                *env_file, *args]
+
     def compose(self, *args: str, timeout_s: float = 600, check: bool = True,
                 **env: str) -> subprocess.CompletedProcess:
-        """``docker compose`` on this project, as the README runs it (``env``: variables to add)."""
-        command = ["docker", "compose", "--project-name", PROJECT, "--file", str(REPO / "docker-compose.yml")]
-        if ENV_FILE.is_file():
-            command += ["--env-file", str(ENV_FILE)]
-        done = subprocess.run(command + list(args), cwd=REPO, env=self.env | env, capture_output=True, text=True,
+        """Run :meth:`command` (``env``: variables to add)."""
+        done = subprocess.run(self.command(*args), cwd=REPO, env=self.env | env, capture_output=True, text=True,
                               timeout=timeout_s)
         if check and done.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} exited {done.returncode}: {done.stderr[-3000:]}")
@@ -177,9 +181,8 @@ def stack():
     running = Stack(env, services, dataset=dataset)
     running.compose("down", "--volumes", "--remove-orphans", check=False)
     start = time.monotonic()
-    up = subprocess.Popen(["docker", "compose", "--project-name", PROJECT, "--file", str(REPO / "docker-compose.yml"),
-                           *(["--env-file", str(ENV_FILE)] if ENV_FILE.is_file() else []), "up", "--detach",
-                           *services], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(Stack.command("up", "--detach", *services), cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         while len(running.milestones) < len(MILESTONES) and time.monotonic() - start < 600:
             for container in running.containers():
