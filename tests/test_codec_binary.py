@@ -97,8 +97,8 @@ def test_an_all_binary_batch_takes_the_vectorised_path_with_the_same_result():
                for n, row in enumerate(rows)]
     consumed = ConsumedBatch.from_records(records)
     materialised = []
-    fast = ConsumedBatch(consumed.values, consumed.partitions, consumed.partition_index, consumed.offsets,
-                         consumed.timestamps_ms, lambda index: materialised.append(index))
+    fast = ConsumedBatch(consumed.values, consumed.record_keys, consumed.partitions, consumed.partition_index,
+                         consumed.offsets, consumed.timestamps_ms, lambda index: materialised.append(index))
     decoder = EventDecoder(FEATURES, None)
     assert decoder._well_formed_binary(fast.values) is not None
     batch, rejected = decoder.decode(fast)

@@ -15,7 +15,8 @@ from tests.helpers import FakeRecord
 def interleaved() -> list[FakeRecord]:
     """Records of three partitions (two topics), interleaved as a multi-partition fetch returns them."""
     layout = [("a", 0, 10), ("a", 1, 5), ("a", 0, 11), ("b", 0, 7), ("a", 1, 6), ("a", 0, 12), ("b", 0, 8)]
-    return [FakeRecord(f"v{n}".encode(), topic=topic, partition=partition, offset=offset, timestamp=100 + n)
+    return [FakeRecord(f"v{n}".encode(), topic=topic, partition=partition, offset=offset, timestamp=100 + n,
+                       key=None if n == 2 else f"series-{n % 3}".encode())
             for n, (topic, partition, offset) in enumerate(layout)]
 
 
@@ -38,6 +39,7 @@ def test_columns_of_records():
     assert len(batch) == 7 and batch.values == [r.value for r in records]
     assert batch.offsets.tolist() == [r.offset for r in records]
     assert batch.timestamps_ms.tolist() == list(range(100, 107))
+    assert batch.record_keys == [b"series-0", b"series-1", None, b"series-0", b"series-1", b"series-2", b"series-0"]
     assert [batch.partitions[i] for i in batch.partition_index] == [(r.topic, r.partition) for r in records]
     assert batch.record(3) is records[3]
 

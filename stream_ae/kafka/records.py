@@ -2,9 +2,9 @@
 
 Each Kafka client has record objects of its own: kafka-python's ``ConsumerRecord`` is a
 namedtuple, confluent-kafka's ``Message`` has methods. The loop reads a batch a column at
-a time (values, partitions, offsets, timestamps), so a source turns its client's objects
-into columns with passes that iterate in C (``map`` over an attribute getter or a method
-descriptor, ``numpy.fromiter``); no Python object is built per record on the hot path.
+a time (values, record keys, partitions, offsets, timestamps), so a source turns its
+client's objects into columns with passes that iterate in C (``map`` over an attribute
+getter or a method descriptor, ``numpy.fromiter``); no Python object is built per record on the hot path.
 A single record is materialised (:meth:`ConsumedBatch.record`) only where one is needed:
 a dead letter keeps the source record's key and headers.
 """
@@ -21,7 +21,7 @@ import numpy as np
 PartitionKey = tuple[str, int]  # (topic, partition)
 
 _TOPIC, _PARTITION, _OFFSET = attrgetter("topic"), attrgetter("partition"), attrgetter("offset")
-_TIMESTAMP, _VALUE = attrgetter("timestamp"), attrgetter("value")
+_TIMESTAMP, _VALUE, _KEY = attrgetter("timestamp"), attrgetter("value"), attrgetter("key")
 
 
 class Record(Protocol):
@@ -70,6 +70,8 @@ class ConsumedBatch:
 
     Attributes:
         values: the record values (bytes, or None for a record without one), ``(records,)``.
+        record_keys: the record keys (bytes, or None), ``(records,)``: for sample records the
+            series key, what per-series state is kept under (not the partition).
         partitions: the distinct ``(topic, partition)`` pairs of the batch.
         partition_index: int32 ``(records,)`` indexing ``partitions``.
         offsets: int64 ``(records,)`` record offsets.
@@ -79,6 +81,7 @@ class ConsumedBatch:
     """
 
     values: list[bytes | None]
+    record_keys: list[bytes | None]
     partitions: list[PartitionKey]
     partition_index: np.ndarray
     offsets: np.ndarray
@@ -91,19 +94,20 @@ class ConsumedBatch:
     @classmethod
     def from_columns(cls, values: list[bytes | None], topics: list[str], partitions: Iterable[int],
                      offsets: Iterable[int], timestamps_ms: Iterable[int],
-                     record_at: Callable[[int], Record]) -> ConsumedBatch:
-        """A batch from per-record columns, each ``(records,)`` long."""
+                     record_at: Callable[[int], Record],
+                     record_keys: list[bytes | None] | None = None) -> ConsumedBatch:
+        """A batch from per-record columns, each ``(records,)`` long (no record keys: all None)."""
         count = len(values)
         keys, partition_index = index_partitions(topics, np.fromiter(partitions, np.int64, count))
-        return cls(values, keys, partition_index, np.fromiter(offsets, np.int64, count),
-                   np.fromiter(timestamps_ms, np.int64, count), record_at)
+        return cls(values, [None] * count if record_keys is None else record_keys, keys, partition_index,
+                   np.fromiter(offsets, np.int64, count), np.fromiter(timestamps_ms, np.int64, count), record_at)
 
     @classmethod
     def from_records(cls, records: Sequence[Record]) -> ConsumedBatch:
         """A batch of records with the attributes of :class:`Record` (kafka-python's)."""
         return cls.from_columns(list(map(_VALUE, records)), list(map(_TOPIC, records)),
                                 map(_PARTITION, records), map(_OFFSET, records), map(_TIMESTAMP, records),
-                                records.__getitem__)
+                                records.__getitem__, list(map(_KEY, records)))
 
     def record(self, index: int) -> Record:
         """The record at ``index`` (its key and headers included)."""

@@ -74,7 +74,7 @@ def consumed_batch(messages: list[Message]) -> ConsumedBatch:
         cast("Iterator[int]", map(Message.partition, messages)),
         cast("Iterator[int]", map(Message.offset, messages)),
         map(_SECOND, map(Message.timestamp, messages)),
-        lambda index: MessageRecord(messages[index]))
+        lambda index: MessageRecord(messages[index]), list(map(Message.key, messages)))
 
 
 class ConfluentSource(Source):
