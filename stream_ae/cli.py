@@ -214,6 +214,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nab(args: argparse.Namespace) -> int:
+    """``stream-ae nab``: the per-series detector over NAB-style series, NAB-scored."""
+    from stream_ae.tools.nab import run_nab
+
+    report, text = run_nab(args.path, args.windows, args.write, compare_published=not args.no_published)
+    print(text)
+    if args.json:
+        print(json.dumps({"overall": report.overall, "thresholds": report.thresholds,
+                          "categories": report.categories, "windows": report.windows}))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``stream-ae run``: the daemon, until SIGTERM/SIGINT; SIGHUP reloads the checkpoint."""
     from stream_ae.service.daemon import Daemon
@@ -383,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(compare)
     _add_threshold_flags(compare)
     compare.set_defaults(handler=cmd_compare)
+
+    nab = command("nab", "the per-series detector over the Numenta Anomaly Benchmark (or series laid out "
+                  "like it), NAB-scored beside the scoreboard")
+    nab.add_argument("path", type=Path, metavar="PATH",
+                     help="a NAB folder: data/<category>/<series>.csv (timestamp,value) and combined_windows.json")
+    nab.add_argument("--windows", type=Path, metavar="JSON",
+                     help="labelled windows (default: PATH/combined_windows.json or PATH/labels/...)")
+    nab.add_argument("--write", type=Path, metavar="DIR",
+                     help="also write the per-row scores as NAB's results files, DIR/<category>/"
+                     "streamAE_<series>.csv")
+    nab.add_argument("--no-published", action="store_true",
+                     help="skip scoring the published detectors' rows under PATH/results per category")
+    nab.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
+    nab.set_defaults(handler=cmd_nab)
 
     run = command("run", "run the detector daemon")
     _add_cluster_flags(run, "every section")
