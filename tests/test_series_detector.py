@@ -42,7 +42,7 @@ def run(series: dict[str, np.ndarray], rng: np.random.Generator | None, settings
                             np.concatenate(chunks).astype(np.float32)[:, None], np.array(firsts), np.ones(count),
                             [("t", 0)], np.zeros(count, np.int32), np.arange(count), np.arange(count))
         windows, _ = windower.cut(batch)
-        scores, scored = detector.score(windows)
+        scores, scored = detector.score(windows.values, windows.series, windows.series_index, windows.end_sample)
         for n in np.flatnonzero(scored):
             out[windows.series[windows.series_index[n]]][windows.end_sample[n]] = scores[n]
     return out

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from stream_ae.pipeline.windows import Windows
 
 STD_FLOOR = 1e-6
 """Smallest standard deviation a series is divided by, relative to ``max(1, |mean|)``."""
@@ -108,15 +106,13 @@ class SeriesDetector:
         warmup_of: per series key, a warm-up in samples that replaces ``settings.warmup``.
 
     Example:
-        >>> from stream_ae.pipeline.windows import Windows
         >>> rng = np.random.default_rng(0)
         >>> values = np.sin(np.arange(60) / 3)[:, None] + rng.normal(0, 0.01, (60, 1))
         >>> values[55] += 5.0                                     # a spike near the end
         >>> ends = np.arange(3, 60)
-        >>> windows = Windows(np.stack([values[e - 3:e + 1] for e in ends]).astype(np.float32), ["s"],
-        ...                   np.zeros(len(ends), np.int32), ends, ends * 1.0, ends * 1.0, ends, ends * 0)
+        >>> windows = np.stack([values[e - 3:e + 1] for e in ends])   # (57, 4, 1): one series
         >>> detector = SeriesDetector(SeriesSettings(length=4, warmup=30, quiet=3))
-        >>> scores, scored = detector.score(windows)
+        >>> scores, scored = detector.score(windows, ["s"], np.zeros(len(ends), np.int32), ends)
         >>> int(scored.sum()), float(scores[ends == 55][0])     # windows after the warm-up; the spike tops its past
         (30, 1.0)
     """
@@ -126,29 +122,59 @@ class SeriesDetector:
         self.warmup_of = dict(warmup_of or {})
         self.states: dict[str, SeriesState] = {}
 
+    def forget(self, series: str) -> None:
+        """Drop a series' state (it starts warming again if it returns)."""
+        self.states.pop(series, None)
+
+    def deviations(self, series: str, values: np.ndarray) -> np.ndarray:
+        """Where windows differ from their nearest warm-up window: what an alert blames.
+
+        Args:
+            series: a fitted series.
+            values: float ``(k, length * channels)`` raw windows.
+
+        Returns:
+            float64 ``(k, length * channels)``: ``z - nearest``, in the series' standard deviations.
+
+        Raises:
+            KeyError: the series has no fitted state.
+        """
+        state = self.states[series]
+        if state.bank is None or state.mean is None:
+            raise KeyError(f"series {series!r} is still warming up")
+        z = ((np.asarray(values, np.float64) - state.mean) / state.std).astype(np.float32)
+        squared = (z * z).sum(1)[:, None] + (state.bank * state.bank).sum(1)[None, :] - 2.0 * z @ state.bank.T
+        return (z - state.bank[np.argmin(squared, axis=1)]).astype(np.float64)
+
     def warmup(self, series: str) -> int:
         """The series' warm-up, in samples."""
         return max(self.warmup_of.get(series, self.settings.warmup), self.settings.length)
 
-    def score(self, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
-        """Score a batch's windows, in their order.
+    def score(self, values: np.ndarray, series_names: Sequence[str], series_index: np.ndarray,
+              end_sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score a batch's windows, in their order (the columns of
+        :class:`stream_ae.pipeline.windows.Windows`).
 
         Args:
-            windows: the windows a :class:`~stream_ae.pipeline.windows.SeriesWindower` cut,
-                grouped by series, in time order within each.
+            values: float ``(windows, length, channels)`` raw windows, grouped by series, in
+                time order within each.
+            series_names: the distinct series keys of the batch.
+            series_index: int ``(windows,)`` indexing ``series_names``.
+            end_sample: int ``(windows,)`` the index of each window's last sample in its series.
 
         Returns:
             ``(scores, scored)``: float64 ``(windows,)`` anomaly scores in ``[0, 1]``, and
             bool ``(windows,)``, False for a window of a series still warming (score 0).
         """
-        scores = np.zeros(len(windows))
-        scored = np.zeros(len(windows), bool)
-        flat = windows.values.reshape(len(windows), -1)
-        bounds = np.flatnonzero(np.diff(windows.series_index)) + 1
-        for rows in np.split(np.arange(len(windows)), bounds) if len(windows) else []:
-            series = windows.series[int(windows.series_index[rows[0]])]
+        count = len(values)
+        scores = np.zeros(count)
+        scored = np.zeros(count, bool)
+        flat = np.asarray(values).reshape(count, -1)
+        bounds = np.flatnonzero(np.diff(series_index)) + 1
+        for rows in np.split(np.arange(count), bounds) if count else []:
+            series = series_names[int(series_index[rows[0]])]
             state = self.states.setdefault(series, SeriesState())
-            ends = windows.end_sample[rows]
+            ends = end_sample[rows]
             warming = ends < self.warmup(series)
             state.warm.extend(flat[rows[warming]])
             live = rows[~warming]

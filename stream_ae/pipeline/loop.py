@@ -45,6 +45,7 @@ from stream_ae.pipeline.alerts import alert_records, dead_letter_record, score_r
 from stream_ae.pipeline.batch_budget import BatchBudget
 from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee
 from stream_ae.pipeline.ownership import PartitionOwnership
+from stream_ae.pipeline.series_stage import ServedSeries
 from stream_ae.pipeline.serving import ServedModel
 from stream_ae.pipeline.timing import StageTimer
 from stream_ae.telemetry.metrics import DaemonMetrics
@@ -102,7 +103,8 @@ class StreamLoop:
 
     Args:
         source, sink: the Kafka ends.
-        served: the model in service (swap it with :meth:`serve`).
+        served: the model in service (swap it with :meth:`serve`), or the sample-stream
+            stages (:class:`~.series_stage.ServedSeries`).
         topics: where the output goes.
         ownership: the partitions owned and their keyed state (with its store).
         metrics: counters and histograms the loop feeds.
@@ -113,7 +115,7 @@ class StreamLoop:
             (:mod:`.batch_budget`); None: batches of the source's own bound.
     """
 
-    def __init__(self, source: Source, sink: Sink, served: ServedModel, topics: OutputTopics,
+    def __init__(self, source: Source, sink: Sink, served: ServedModel | ServedSeries, topics: OutputTopics,
                  ownership: PartitionOwnership, metrics: DaemonMetrics, retry_backoff_s: float = 1.0,
                  guarantee: DeliveryGuarantee | None = None, budget: BatchBudget | None = None) -> None:
         self.source = source
@@ -133,11 +135,14 @@ class StreamLoop:
         ownership.on_release(self._release)
         self.serve(served)
 
-    def serve(self, served: ServedModel) -> None:
+    def serve(self, served: ServedModel | ServedSeries) -> None:
         """Serve ``served`` from the next batch on (its threshold starts from its seed)."""
         self.served = served
-        self.ownership.states.hold([served.threshold])
         self.metrics.show_model(served.identity.name, served.identity.checkpoint_sha256)
+        if isinstance(served, ServedSeries):
+            self.ownership.states.hold([])
+            return
+        self.ownership.states.hold([served.threshold])
         self.metrics.show_thresholds(self.ownership.assigned, served.threshold.threshold)
 
     def _release(self, partitions: list[PartitionKey]) -> None:
@@ -195,6 +200,8 @@ class StreamLoop:
         goes in flight."""
         served, topics, sink, timer = self.served, self.topics, self.sink, self.timer
         self.metrics.batch_size.observe(len(consumed))
+        if isinstance(served, ServedSeries):
+            return self._handle_samples(served, consumed)
         batch, rejected = served.decoder.decode(consumed)
         timer.lap("decode")
         scores = served.detector.score(batch.values)
@@ -222,6 +229,25 @@ class StreamLoop:
         return _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
                          len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
 
+    def _handle_samples(self, served: ServedSeries, consumed: ConsumedBatch) -> _InFlight:
+        """:meth:`_handle` for sample records: windows per series, scored, alerts sent."""
+        timer, sink, topics, metrics = self.timer, self.sink, self.topics, self.metrics
+        judged = served.judge(consumed, int(time.time() * 1000), topics.scores is not None)
+        timer.lap("score")
+        for key, value in judged.alerts:
+            sink.send(topics.alerts, key, value)
+        if topics.scores:
+            for key, value in judged.scores:
+                sink.send(topics.scores, key, value)
+        for item in judged.rejected:
+            sink.send(topics.dead_letter, *dead_letter_record(item, topics.max_request_bytes))
+        metrics.windows_warming.inc(judged.warming)
+        metrics.series_held.set(len(served.windower.tails))
+        metrics.series_evicted.inc(judged.evicted)
+        next_offsets = consumed.next_offsets()
+        return _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
+                         len(judged.alerts), [item.reason for item in judged.rejected], judged.timestamps_ms)
+
     def _restore_assigned(self, consumed: ConsumedBatch) -> bool:
         """Restore the keyed state of the newly assigned partitions. When the state cannot
         be read (the broker went away), rewind ``consumed`` and pause: its records come
@@ -235,7 +261,8 @@ class StreamLoop:
                 self.source.rewind(consumed.first_offsets())
             time.sleep(self.retry_backoff_s)
             return False
-        self.metrics.show_thresholds(restored, served.threshold.threshold)
+        if isinstance(served, ServedModel):
+            self.metrics.show_thresholds(restored, served.threshold.threshold)
         return True
 
     # -- the delivery promise ----------------------------------------------------------------

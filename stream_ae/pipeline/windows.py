@@ -15,6 +15,7 @@ seen series is evicted (it starts again, warming, if it returns).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,6 +94,7 @@ class SeriesWindower:
         stride: samples between the ends of consecutive windows.
         channels: values per sample.
         max_series: series held at most; the least recently seen is evicted beyond it.
+        on_evict: called with the key of each series evicted (to drop what else is kept for it).
 
     Raises:
         ValueError: a length, stride, channel count or bound below 1.
@@ -109,7 +111,8 @@ class SeriesWindower:
         ([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]], [2, 4], [0.0, 2000.0])
     """
 
-    def __init__(self, length: int, stride: int = 1, channels: int = 1, max_series: int = 100_000) -> None:
+    def __init__(self, length: int, stride: int = 1, channels: int = 1, max_series: int = 100_000,
+                 on_evict: Callable[[str], None] | None = None) -> None:
         for name, number in (("length", length), ("stride", stride), ("channels", channels),
                              ("max_series", max_series)):
             if number < 1:
@@ -117,6 +120,7 @@ class SeriesWindower:
         self.length, self.stride, self.channels, self.max_series = length, stride, channels, max_series
         self.tails: OrderedDict[str, SeriesTail] = OrderedDict()  # least recently seen first
         self.evicted = 0
+        self.on_evict = on_evict
 
     def tail(self, series: str) -> SeriesTail:
         """The series' state (a new, empty one for a series not held); marks it recently seen."""
@@ -125,8 +129,10 @@ class SeriesWindower:
             held = SeriesTail(np.empty((0, self.channels), np.float32), np.empty(0, np.float64))
             self.tails[series] = held
             while len(self.tails) > self.max_series:
-                self.tails.popitem(last=False)
+                evicted, _ = self.tails.popitem(last=False)
                 self.evicted += 1
+                if self.on_evict is not None:
+                    self.on_evict(evicted)
         else:
             self.tails.move_to_end(series)
         return held

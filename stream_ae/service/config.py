@@ -31,6 +31,7 @@ from pydantic_settings.exceptions import SettingsError
 from stream_ae.kafka.options import Connection, ConsumerOptions, ProducerTuning, TransactionOptions
 from stream_ae.model.device import DEVICE_PATTERN
 from stream_ae.model.kinds import EventKind
+from stream_ae.model.series import SeriesSettings
 from stream_ae.pipeline.threshold.adaptive import DEFAULT_FALSE_ALARM_RATE
 
 ENV_PREFIX = "STREAM_AE_"
@@ -198,12 +199,44 @@ class DeliverySettings(_Section):
 
 
 class EventSettings(_Section):
-    """How records are decoded. ``kind: auto`` takes the kind the model was trained on."""
+    """How records are decoded. ``kind: auto`` takes the kind the model was trained on;
+    ``kind: samples`` reads sample records of keyed series (the ``samples`` section), and
+    serves no checkpoint."""
 
-    kind: Literal["auto"] | EventKind = "auto"
+    kind: Literal["auto", "samples"] | EventKind = "auto"
     id_field: str = "id"
     samples_field: str = "samples"
     max_record_bytes: int = Field(1_000_000, gt=0, description="larger records are dead-lettered")
+
+
+class SampleSettings(_Section):
+    """Sample streams (``events.kind: samples``): windows per series key, a detector per series
+    fitted on its own warm-up (:mod:`stream_ae.model.series` explains each setting)."""
+
+    channels: int = Field(1, ge=1, le=1024, description="values per sample")
+    series_field: str | None = Field(None, description="JSON field naming the series; null: the record key")
+    length: int = Field(SeriesSettings.length, ge=1, le=100_000, description="samples per window")
+    stride: int = Field(1, ge=1, description="samples between the ends of consecutive windows")
+    warmup: int = Field(SeriesSettings.warmup, ge=1,
+                        description="samples of a series learned from before its windows are scored")
+    max_series: int = Field(100_000, ge=1, description="series held at most; the least recently seen is evicted")
+    neighbours: int = Field(SeriesSettings.neighbours, ge=1)
+    floor: float = Field(SeriesSettings.floor, ge=0)
+    history: int = Field(SeriesSettings.history, ge=1, description="past scores a score is ranked among")
+    flag_level: float = Field(SeriesSettings.flag_level, gt=0, le=1,
+                              description="score (a rank in [0, 1]) from which a window is an alert")
+    quiet: int = Field(SeriesSettings.quiet, ge=0, description="windows reported as 0 after an alert")
+
+    @model_validator(mode="after")
+    def _warmup_holds_a_window(self) -> SampleSettings:
+        if self.warmup < self.length:
+            raise ValueError(f"warmup ({self.warmup}) must hold at least one window of length ({self.length})")
+        return self
+
+    def detector(self) -> SeriesSettings:
+        """The per-series detector's settings."""
+        return SeriesSettings(self.length, self.warmup, self.neighbours, self.floor, self.history,
+                              self.flag_level, self.quiet)
 
 
 class ModelSettings(_Section):
@@ -274,6 +307,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    samples: SampleSettings = Field(default_factory=SampleSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

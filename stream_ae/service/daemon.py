@@ -30,7 +30,9 @@ from stream_ae.pipeline.housekeeping import Housekeeping
 from stream_ae.pipeline.keyed_state import PartitionStates, StateStore
 from stream_ae.pipeline.loop import OutputTopics, StreamLoop
 from stream_ae.pipeline.ownership import PartitionOwnership
-from stream_ae.pipeline.serving import ModelLoader, ServingOptions
+from stream_ae.pipeline.samples import SAMPLE_REASONS
+from stream_ae.pipeline.series_stage import SeriesOptions, ServedSeries
+from stream_ae.pipeline.serving import ModelLoader, ServedModel, ServingOptions
 from stream_ae.service.config import Settings
 from stream_ae.telemetry.health import HealthState, MetricsServer
 from stream_ae.telemetry.metrics import DaemonMetrics
@@ -67,12 +69,20 @@ def model_loader(settings: Settings) -> ModelLoader:
         half_life_events=threshold.half_life_events, warmup_events=threshold.warmup_events))
 
 
+def served_series(settings: Settings) -> ServedSeries:
+    """The sample-stream stages as ``settings.samples`` says (``events.kind: samples``)."""
+    samples = settings.samples
+    return ServedSeries(SeriesOptions(samples.detector(), samples.channels, samples.series_field,
+                                      settings.events.max_record_bytes, samples.stride, samples.max_series))
+
+
 class Daemon:
     """The streaming anomaly detector as a service: its pieces, built from ``settings``.
 
     Args:
         settings: validated settings.
-        checkpoint: the model to serve; None loads ``settings.model.checkpoint``.
+        checkpoint: the model to serve; None loads ``settings.model.checkpoint`` (none is
+            served with ``events.kind: samples``).
         source, sink: the Kafka ends; None opens them for ``settings.kafka.client`` when
             the loop starts (in exactly-once mode, a given sink must be a
             :class:`~stream_ae.kafka.ends.TransactionalSink`).
@@ -96,13 +106,17 @@ class Daemon:
                  source: Source | None = None, sink: Sink | None = None,
                  store: StateStore | None = None) -> None:
         self.settings = settings
-        self.metrics = DaemonMetrics(REASONS, (settings.topics.outputs(), sorted(set(PERMANENT_REFUSALS.values()))))
+        samples = settings.events.kind == "samples"
+        self.metrics = DaemonMetrics(SAMPLE_REASONS if samples else REASONS,
+                                     (settings.topics.outputs(), sorted(set(PERMANENT_REFUSALS.values()))))
         self.health = HealthState()
         log.info("scoring on %d CPU threads (model.threads)", use_threads(settings.model.threads))
         loader = model_loader(settings)
-        self.served = loader.load(checkpoint or load_checkpoint(settings.model.checkpoint))
-        self.hot_swap = HotSwap(settings.model.checkpoint, settings.model.reload_check_s, loader,
-                                self.metrics.model_reloads)
+        self.served: ServedModel | ServedSeries = (
+            served_series(settings) if samples
+            else loader.load(checkpoint or load_checkpoint(settings.model.checkpoint)))
+        self.hot_swap: HotSwap | None = None if samples else HotSwap(
+            settings.model.checkpoint, settings.model.reload_check_s, loader, self.metrics.model_reloads)
         self.source = source
         self.sink = sink
         self.store = store
@@ -116,8 +130,10 @@ class Daemon:
         self._stop.set()
 
     def request_reload(self) -> None:
-        """Ask the loop to load ``model.checkpoint`` again before the next batch (thread-safe)."""
-        self.hot_swap.request()
+        """Ask the loop to load ``model.checkpoint`` again before the next batch (thread-safe;
+        nothing to load for sample streams)."""
+        if self.hot_swap is not None:
+            self.hot_swap.request()
 
     def open(self) -> StreamLoop:
         """Open the Kafka ends and the state store not given to the constructor, and build the
@@ -210,10 +226,13 @@ class Daemon:
             if loop is None:
                 return
             housekeeping = Housekeeping(loop.source, loop.ownership, self.metrics)
-            log.info("serving %s", self.served.checkpoint.describe())
+            served = self.served
+            log.info("serving %s", served.checkpoint.describe() if isinstance(served, ServedModel) else
+                     f"sample streams: {self.settings.samples.model_dump()}")
             freeze_long_lived_objects()
             while not self._stop.is_set():
-                swapped = self.hot_swap.poll(loop.served)
+                swapped = (self.hot_swap.poll(loop.served)
+                           if self.hot_swap is not None and isinstance(loop.served, ServedModel) else None)
                 if swapped is not None:
                     loop.serve(swapped)
                 self.health.tick()

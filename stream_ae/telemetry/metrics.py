@@ -148,6 +148,12 @@ class DaemonMetrics:
             self.model_reloads.labels(result)
         self.model_info = Gauge("stream_ae_model_info", "The model being served (value 1)",
                                 ["model", "checkpoint_sha256"], registry=r)
+        self.series_held = Gauge("stream_ae_series_held", "Series keys whose windows and fitted state "
+                                 "are held (sample streams)", registry=r)
+        self.series_evicted = Counter("stream_ae_series_evicted_total", "Series evicted, least recently seen "
+                                      "first, beyond samples.max_series", registry=r)
+        self.windows_warming = Counter("stream_ae_windows_warming_total", "Windows cut but not scored: their "
+                                       "series was still in its warm-up", registry=r)
 
     def show_thresholds(self, partitions: Iterable[tuple[str, int]],
                         threshold_of: Callable[[tuple[str, int]], float]) -> None:
