@@ -52,6 +52,14 @@ def test_bench_quick_reports_every_figure_as_one_json_line(broker, capsys):
     assert any(line.strip().startswith("memory-bank / reconstruction events/s") for line in out)
     assert {"value", "bound", "met"} <= set(next(iter(summary["targets"].values())))
     assert any(line.startswith("detector (events/s)") for line in out), "the table precedes the JSON line"
+    samples = summary["samples"]  # sample records beside the transaction path, in the same run
+    assert samples["metrics"]["samples_per_record"] == 1 and samples["ecg"]["samples_per_record"] == 36
+    for load in ("metrics", "ecg"):
+        figures = samples[load]
+        assert figures["records_per_s"] > 0 and figures["windows_per_s"] > 0, load
+        assert figures["samples_per_s"] == pytest.approx(figures["records_per_s"] * figures["samples_per_record"])
+    assert samples["ecg"]["sources_at_360hz"] == pytest.approx(samples["ecg"]["samples_per_s"] / 360)
+    assert any(line.strip().startswith("ecg ") and "sources at 360 Hz" in line for line in out)
 
 
 def test_bench_measures_the_detector_in_exactly_once_mode(broker, capsys):

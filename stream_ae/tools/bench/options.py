@@ -41,6 +41,7 @@ class BenchOptions:
         score_head_events: events each of those detector runs scores.
         guarantee: the detectors' ``delivery.guarantee`` (``at_least_once`` or
             ``exactly_once``: one transaction per batch, sources reading ``read_committed``).
+        sample_records: records of each sample-stream load (:mod:`stream_ae.tools.bench.samples`).
     """
 
     events: int = 200_000
@@ -67,13 +68,14 @@ class BenchOptions:
     score_heads: bool = True
     score_head_events: int = 50_000
     guarantee: str = "at_least_once"
+    sample_records: int = 200_000
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchOptions:
         """Tiny sizes for a smoke run (seconds, not minutes): figures are not meaningful."""
         return cls(**{"events": 3000, "rounds": 1, "max_batch_size": 256, "latency_seconds": 1.5,
                       "baseline_seconds": 1.0, "compile": False, "training_epochs": 2,
-                      "score_head_events": 1000, **changes})
+                      "score_head_events": 1000, "sample_records": 3000, **changes})
 
 
 @dataclass

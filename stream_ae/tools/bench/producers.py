@@ -30,8 +30,8 @@ def encode_payloads(dataset: LabelledDataset, rows: np.ndarray, payload: str) ->
             for row in rows]
 
 
-def make_producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callable[[], object]]:
-    """``(send(topic, value), flush())`` of the fastest producer installed (acks=all,
+def make_producer(bootstrap: str) -> tuple[Callable[..., None], Callable[[], object]]:
+    """``(send(topic, value, key=None), flush())`` of the fastest producer installed (acks=all,
     ``linger.ms`` = :data:`PRODUCER_LINGER_MS`).
 
     Raises:
@@ -44,7 +44,7 @@ def make_producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callabl
         from stream_ae.kafka.options import Connection
 
         sink = KafkaSink(Connection(bootstrap))
-        return (lambda topic, value: sink.send(topic, None, value)), sink.flush
+        return (lambda topic, value, key=None: sink.send(topic, key, value)), sink.flush
     # delivery reports for failures only: a Python callback per record would cost the
     # producer more CPU than sending it, CPU taken from the detector it is pacing
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": PRODUCER_LINGER_MS,
@@ -57,10 +57,10 @@ def make_producer(bootstrap: str) -> tuple[Callable[[str, bytes], None], Callabl
         if error is not None:
             failures.append(error)
 
-    def send(topic: str, value: bytes) -> None:
+    def send(topic: str, value: bytes, key: bytes | None = None) -> None:
         while True:
             try:
-                producer.produce(topic, value, on_delivery=delivered)
+                producer.produce(topic, value, key, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -49,6 +49,8 @@ def summarise(results: dict[str, Any], options: BenchOptions, fill_eps: float, w
     summary["latency"] = {client: figures["latency"] for client, figures in clients.items()}
     if "accuracy" in results:
         summary["accuracy"] = results["accuracy"]
+    if "samples" in results:
+        summary["samples"] = results["samples"]
     if "score_heads" in results:
         summary["score_heads"] = results["score_heads"]
     # the targets of the default (memory-bank) score on a CPU (see the package docstring)
@@ -139,6 +141,15 @@ def table(summary: dict[str, Any]) -> str:
                          f"{heads['cores']}")
         lines.append(f"  memory-bank / reconstruction events/s: {heads['ratio']:.2f} (runs "
                      f"{' '.join(f'{v:.2f}' for v in heads['ratio_runs'])})")
+    samples = summary.get("samples")
+    if samples:
+        lines.append("sample records (kafka-python, one detector; windows cut, scored or warming):")
+        for name, figures in samples.items():
+            keeps = (f"{figures['series_at_1hz']:,.0f} series at 1 sample/s" if "series_at_1hz" in figures
+                     else f"{figures['sources_at_360hz']:,.0f} sources at 360 Hz")
+            lines.append(f"  {name:8} {_eps(figures['records_per_s']):>9} records/s x {figures['samples_per_record']} "
+                         f"= {_eps(figures['samples_per_s'])} samples/s, {_eps(figures['windows_per_s'])} windows/s: "
+                         f"keeps up with {keeps}")
     for name, figures in summary.get("accuracy", {}).items():
         if isinstance(figures, dict) and "max_abs_diff" in figures:
             lines.append(f"{name:5} vs fp32 on {summary['accuracy']['rows']:,} held-out rows: max |score diff| "

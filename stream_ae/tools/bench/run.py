@@ -25,6 +25,7 @@ from stream_ae.tools.bench.latency import FIXED_RATE_EPS, LOAD_LEVELS, measure_l
 from stream_ae.tools.bench.options import BenchOptions, BenchTopics, detector_settings
 from stream_ae.tools.bench.producers import encode_payloads, fill_topic
 from stream_ae.tools.bench.report import summarise
+from stream_ae.tools.bench.samples import sample_streams
 from stream_ae.tools.bench.score_heads import score_head_rounds
 from stream_ae.tools.bench.throughput import consume_limit, round_figures, throughput_rounds
 
@@ -38,7 +39,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         A flat dictionary: ``consume_limit_eps``, ``detector_eps``, ``ratio``,
         ``per_event_baseline_eps``, ``baseline_ratio``, ``latency_p50_s``, ``latency_p95_s``,
         ``latency_p99_s`` (kafka-python, 50% load), the same prefixed ``confluent_`` for
-        confluent-kafka, ``scale_out_eps``, ``stage_share`` per client, ``latency`` per
+        confluent-kafka, ``scale_out_eps``, ``samples`` (sample records:
+        :func:`~stream_ae.tools.bench.samples.sample_streams`), ``stage_share`` per client, ``latency`` per
         client and load, ``accuracy``, ``targets`` (each done-when target: value, bound,
         met) and the run's context (machine, sizes, settings).
 
@@ -107,6 +109,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 options.rounds, min(options.score_head_events, in_topic),
                 np.ascontiguousarray(dataset.values[:options.max_batch_size]), options.device, options.progress)}
         results["model_per_event_eps"] = model_per_event(checkpoint, dataset.values[:2000])
+        results["samples"] = sample_streams(base, options.sample_records, options.progress)
         if options.scale_out:
             results["scale_out_eps"] = scale_out(
                 detector_settings(options, bootstrap, topics, "kafka-python", f"bench-{run_id}-scale-out",
