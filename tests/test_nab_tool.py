@@ -64,12 +64,13 @@ def test_a_folder_not_laid_out_like_nab_is_refused(tmp_path):
     assert main(["nab", str(tmp_path / "missing")]) == 2
 
 
-def test_the_default_beats_the_simple_memory_bank_and_knn_cad_on_the_numenta_anomaly_benchmark():
-    """The default settings over the whole NAB corpus (../shared/data/nab): each profile above
+def test_the_default_beats_numenta_htm_on_the_numenta_anomaly_benchmark():
+    """The default settings over the whole NAB corpus (../shared/data/nab): the standard profile
+    above Numenta HTM's 70.5 on NAB's scoreboard (the issue's mark), and every profile above
     the simple memory bank measured before (a 1-NN distance of windows of 4 to the
     probationary windows, ranked: 64.4 / 52.9 / 70.0) and KNN CAD's published 58.0 / 43.4 / 64.8."""
     corpus = load_corpus(dataset_path("nab/combined_windows.json").parent)
     report = nab_report(corpus, detect(corpus))
     assert report.windows == 116
-    floor = {"standard": 64.4, "reward_low_FP_rate": 52.9, "reward_low_FN_rate": 70.0}
+    floor = {"standard": 70.5, "reward_low_FP_rate": 52.9, "reward_low_FN_rate": 70.0}
     assert {p: report.overall[p] > floor[p] for p in PROFILES} == dict.fromkeys(PROFILES, True), report.overall

@@ -9,7 +9,8 @@ from stream_ae.model.series import SeriesDetector, SeriesSettings
 from stream_ae.pipeline.samples import SampleBatch
 from stream_ae.pipeline.windows import SeriesWindower
 
-SETTINGS = SeriesSettings(length=4, warmup=60, neighbours=2, floor=0.1, history=80, flag_level=0.99, quiet=5)
+SETTINGS = SeriesSettings(length=4, warmup=60, floor=0.1, drift_samples=10, history=80, flag_level=0.99,
+                          quiet_share=0.1)
 
 
 def corpus(seed: int = 0) -> dict[str, np.ndarray]:
@@ -42,7 +43,8 @@ def run(series: dict[str, np.ndarray], rng: np.random.Generator | None, settings
                             np.concatenate(chunks).astype(np.float32)[:, None], np.array(firsts), np.ones(count),
                             [("t", 0)], np.zeros(count, np.int32), np.arange(count), np.arange(count))
         windows, _ = windower.cut(batch)
-        scores, scored = detector.score(windows.values, windows.series, windows.series_index, windows.end_sample)
+        scores, scored = detector.score(windows.values, windows.series, windows.series_index, windows.end_sample,
+                                               windows.last_ms)
         for n in np.flatnonzero(scored):
             out[windows.series[windows.series_index[n]]][windows.end_sample[n]] = scores[n]
     return out
@@ -65,7 +67,8 @@ def test_each_series_warms_up_then_scores_its_own_spike_first_whatever_its_scale
         assert not np.isnan(scores[key][SETTINGS.warmup:]).any()
         spike = 300 + 10 * k
         assert scores[key][spike] == 1.0, "the spike outranks the series' past"
-        assert (scores[key][spike + 1:spike + 1 + SETTINGS.quiet] == 0).all(), "then a quiet period"
+        quiet = round(SETTINGS.quiet_share * SETTINGS.warmup)
+        assert (scores[key][spike + 1:spike + 1 + quiet] == 0).all(), "then a quiet period"
 
 
 def test_a_series_learns_from_its_own_past_only():
@@ -80,7 +83,8 @@ def test_a_series_learns_from_its_own_past_only():
         np.testing.assert_array_equal(other[key], base[key])
 
 
-@pytest.mark.parametrize("field, value", [("length", 0), ("warmup", 1), ("flag_level", 0.0), ("quiet", -1)])
+@pytest.mark.parametrize("field, value", [("length", 0), ("warmup", 2), ("flag_level", 0.0), ("quiet_share", -1),
+                                          ("season_coverage", 0.5)])
 def test_settings_are_checked(field, value):
     with pytest.raises(ValueError, match=field):
         SeriesSettings(**{field: value})

@@ -111,7 +111,8 @@ class ServedSeries:
         windows, backwards = self.windower.cut(samples)
         for record, detail in backwards:
             rejected.append(Rejected(consumed.record(int(samples.positions[record])), "timestamp_backwards", detail))
-        scores, scored = self.detector.score(windows.values, windows.series, windows.series_index, windows.end_sample)
+        scores, scored = self.detector.score(windows.values, windows.series, windows.series_index, windows.end_sample,
+                                               windows.last_ms)
         flags = scored & (scores >= self.options.detector.flag_level)
         fields = self._fields(samples, windows, scores, np.flatnonzero(flags if not with_scores else scored),
                               detected_at_ms)
@@ -148,7 +149,7 @@ class ServedSeries:
         """The window's samples farthest from the nearest warm-up window (see the module docstring)."""
         series = windows.series[int(windows.series_index[row])]
         window = windows.values[row]                                   # (length, channels)
-        deviation = self.detector.deviations(series, window.reshape(1, -1))[0].reshape(window.shape)
+        deviation = self.detector.deviations(series, window[None])[0]
         length, channels = window.shape
         top = np.argsort(-np.abs(deviation), axis=None, kind="stable")[:TOP_SAMPLES]
         step = (windows.last_ms[row] - windows.first_ms[row]) / max(length - 1, 1)

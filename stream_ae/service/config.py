@@ -216,27 +216,36 @@ class SampleSettings(_Section):
     channels: int = Field(1, ge=1, le=1024, description="values per sample")
     series_field: str | None = Field(None, description="JSON field naming the series; null: the record key")
     length: int = Field(SeriesSettings.length, ge=1, le=100_000, description="samples per window")
-    stride: int = Field(1, ge=1, description="samples between the ends of consecutive windows")
-    warmup: int = Field(SeriesSettings.warmup, ge=1,
+    stride: int = Field(1, ge=1, description="samples between the ends of consecutive windows (at most length)")
+    warmup: int = Field(SeriesSettings.warmup, ge=2,
                         description="samples of a series learned from before its windows are scored")
     max_series: int = Field(100_000, ge=1, description="series held at most; the least recently seen is evicted")
-    neighbours: int = Field(SeriesSettings.neighbours, ge=1)
     floor: float = Field(SeriesSettings.floor, ge=0)
+    drift_samples: int = Field(SeriesSettings.drift_samples, ge=1)
+    drift_floor: float = Field(SeriesSettings.drift_floor, ge=0)
+    season_correlation: float = Field(SeriesSettings.season_correlation)
+    season_coverage: float = Field(SeriesSettings.season_coverage, ge=1)
+    season_weight: float = Field(SeriesSettings.season_weight, ge=0)
     history: int = Field(SeriesSettings.history, ge=1, description="past scores a score is ranked among")
     flag_level: float = Field(SeriesSettings.flag_level, gt=0, le=1,
-                              description="score (a rank in [0, 1]) from which a window is an alert")
-    quiet: int = Field(SeriesSettings.quiet, ge=0, description="windows reported as 0 after an alert")
+                              description="score (in [0, 1]) from which a window is an alert")
+    quiet_share: float = Field(SeriesSettings.quiet_share, ge=0,
+                               description="samples scored 0 after an alert, as a share of the warm-up")
 
     @model_validator(mode="after")
-    def _warmup_holds_a_window(self) -> SampleSettings:
-        if self.warmup < self.length:
-            raise ValueError(f"warmup ({self.warmup}) must hold at least one window of length ({self.length})")
+    def _windows_cover_the_warmup_and_every_sample(self) -> SampleSettings:
+        if self.warmup <= self.length:
+            raise ValueError(f"warmup ({self.warmup}) must hold more than one window of length ({self.length})")
+        if self.stride > self.length:
+            raise ValueError(f"stride ({self.stride}) must be at most length ({self.length}): windows cover "
+                             "every sample")
         return self
 
     def detector(self) -> SeriesSettings:
         """The per-series detector's settings."""
-        return SeriesSettings(self.length, self.warmup, self.neighbours, self.floor, self.history,
-                              self.flag_level, self.quiet)
+        return SeriesSettings(self.length, self.warmup, self.floor, self.drift_samples, self.drift_floor,
+                              self.season_correlation, self.season_coverage, self.season_weight, self.history,
+                              self.flag_level, self.quiet_share)
 
 
 class ModelSettings(_Section):

@@ -150,7 +150,8 @@ def detect(corpus: Sequence[Series], settings: SeriesSettings | None = None,
                             np.arange(len(taking), dtype=np.int64), np.arange(len(taking), dtype=np.int64))
         windows, backwards = windower.cut(batch)
         assert not backwards, "NAB's timestamps increase"
-        window_scores, scored = detector.score(windows.values, windows.series, windows.series_index, windows.end_sample)
+        window_scores, scored = detector.score(windows.values, windows.series, windows.series_index, windows.end_sample,
+                                               windows.last_ms)
         keys = np.asarray(taking)[windows.series_index]
         for k in np.unique(keys[scored]):
             mine = scored & (keys == k)

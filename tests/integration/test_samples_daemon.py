@@ -52,8 +52,7 @@ def records(values: dict[str, np.ndarray]) -> list[tuple[bytes, bytes]]:
 
 def test_sample_records_are_windowed_per_series_and_alerts_name_series_span_and_samples(broker, topic_names):
     settings = detector_settings(broker, topic_names, Path("unused.pt"), events={"kind": "samples"},
-                                 samples={"length": 4, "warmup": 100, "history": 1000, "flag_level": 0.999,
-                                          "quiet": 20})
+                                 samples={"length": 4, "warmup": 100, "history": 1000, "quiet_share": 0.2})
     topic = settings.topics.input[0]
     ensure_topics(settings.kafka.connection(), {topic: 2})
     values = series_values()
@@ -84,7 +83,7 @@ def test_sample_records_are_windowed_per_series_and_alerts_name_series_span_and_
     alert = spike_alerts[0]
     assert alert["_key"] == alert["key"] == f"{topic}-{alert['partition']}-{alert['offset']}-{alert['sample']}"
     assert alert["last_timestamp_ms"] - alert["first_timestamp_ms"] == 3 * INTERVAL_MS
-    assert alert["score"] >= 0.999 and alert["model"] == "series-bank"
+    assert alert["score"] >= settings.samples.flag_level and alert["model"] == "series-bank"
     top = alert["top_samples"][0]
     assert top["timestamp_ms"] == START_MS + SPIKE * INTERVAL_MS and top["deviation"] > 3
     assert top["value"] == pytest.approx(values["host-b"][SPIKE], rel=1e-6)
