@@ -217,8 +217,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_nab(args: argparse.Namespace) -> int:
     """``stream-ae nab``: the per-series detector over NAB-style series, NAB-scored."""
     from stream_ae.tools.nab import run_nab
+    from stream_ae.tools.nab_stream import stream
 
-    report, text = run_nab(args.path, args.windows, args.write, compare_published=not args.no_published)
+    def streamed(corpus: Any) -> list[np.ndarray]:
+        run = stream(corpus, args.bootstrap_servers, args.chunk, args.format == "binary", progress=True)
+        print(f"streamed {run.records:,} sample records ({args.chunk} rows each, {args.format}); the detector "
+              f"scored {run.windows_scored:,} windows in {run.seconds:.1f} s", file=sys.stderr)
+        return run.scores
+
+    report, text = run_nab(args.path, args.windows, args.write, compare_published=not args.no_published,
+                           streamed=streamed if args.stream else None, chunk_rows=args.chunk)
     print(text)
     if args.json:
         print(json.dumps({"overall": report.overall, "thresholds": report.thresholds,
@@ -407,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "streamAE_<series>.csv")
     nab.add_argument("--no-published", action="store_true",
                      help="skip scoring the published detectors' rows under PATH/results per category")
+    nab.add_argument("--stream", action="store_true",
+                     help="send the series through Kafka as sample records and score what the daemon returns "
+                     "(and check it against the in-process run)")
+    nab.add_argument("--chunk", type=at_least(1), default=1, help="with --stream: rows per sample record")
+    nab.add_argument("--format", choices=["json", "binary"], default="json", help="with --stream: payload")
+    nab.add_argument("--bootstrap-servers", help="with --stream: a cluster of one's own (default: start the "
+                     "local broker)")
     nab.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     nab.set_defaults(handler=cmd_nab)
 

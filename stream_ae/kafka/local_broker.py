@@ -154,3 +154,28 @@ class LocalBroker:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+
+class GivenCluster:
+    """Stands in for :class:`LocalBroker` when a cluster of one's own is given: the same
+    ``with`` block and ``bootstrap_servers``, nothing started or stopped.
+
+    Example:
+        >>> with GivenCluster("127.0.0.1:9092") as cluster:
+        ...     cluster.bootstrap_servers
+        '127.0.0.1:9092'
+    """
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def __enter__(self) -> GivenCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def local_or_given(bootstrap_servers: str | None) -> LocalBroker | GivenCluster:
+    """The local broker (started by ``with``) when no cluster is given, else the given one."""
+    return GivenCluster(bootstrap_servers) if bootstrap_servers else LocalBroker()

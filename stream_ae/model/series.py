@@ -158,15 +158,26 @@ class SeriesState:
     quiet_until: int = -1
 
 
+NEAREST_BLOCK = 256
+"""Rows whose distances are taken at once (bounds the ``(rows, bank, width)`` differences)."""
+
+
 def _nearest(vectors: np.ndarray, bank: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
     """``(n,)`` Euclidean distance of each row of ``vectors`` ``(n, w)`` to its nearest row of
-    ``bank`` ``(b, w)``, among ``allowed`` ``(n, b)`` (all by default; 0 where none is)."""
-    squared = np.maximum((vectors * vectors).sum(1)[:, None] + (bank * bank).sum(1)[None, :]
-                         - 2.0 * vectors @ bank.T, 0.0)
-    if allowed is not None:
-        squared = np.where(allowed, squared, np.inf)
-    least = squared.min(1) if bank.shape[0] else np.full(len(vectors), np.inf)
-    return np.where(np.isfinite(least), np.sqrt(least), 0.0)
+    ``bank`` ``(b, w)``, among ``allowed`` ``(n, b)`` (all by default; 0 where none is).
+
+    The differences are squared and summed row by row, not expanded into a matrix product,
+    whose rounding would depend on how many rows a batch holds: a row's distance is the same
+    bits in any batch."""
+    out = np.zeros(len(vectors))
+    for start in range(0, len(vectors), NEAREST_BLOCK) if bank.shape[0] else ():
+        block = slice(start, start + NEAREST_BLOCK)
+        squared = ((vectors[block, None, :] - bank[None, :, :]) ** 2).sum(2)
+        if allowed is not None:
+            squared = np.where(allowed[block], squared, np.inf)
+        least = squared.min(1)
+        out[block] = np.where(np.isfinite(least), np.sqrt(least), 0.0)
+    return out
 
 
 def _season(z: np.ndarray, times_ms: np.ndarray, settings: SeriesSettings) -> int:
@@ -306,12 +317,14 @@ class SeriesDetector:
             residual = np.where((ends[:, None] + steps[None, :] - state.lag >= 0)[..., None],
                                 window - z[np.maximum(earlier, 0)], 0.0)
             parts.append(settings.season_weight * residual.reshape(len(ends), -1))
-        sums = np.concatenate((np.zeros((1, z.shape[1])), np.cumsum(z, 0)))
-        squares = np.concatenate((np.zeros((1, z.shape[1])), np.cumsum(z * z, 0)))
-        low = np.maximum(ends - drift + 1, 0) - first          # the series' first sample bounds the drift view
-        width = (position + 1 - low)[:, None]
-        mean = (sums[position + 1] - sums[low]) / width
-        spread = np.sqrt(np.maximum((squares[position + 1] - squares[low]) / width - mean * mean, 0.0))
+        # each window's own sum over its last drift samples (never a running sum), so that a
+        # score does not depend on where a batch began, down to the last bit
+        back = np.arange(-drift + 1, 1)
+        inside = (ends[:, None] + back[None, :] >= 0)[..., None]               # the series' first sample bounds it
+        recent = np.where(inside, z[np.maximum(position[:, None] + back[None, :], 0)], 0.0)
+        width = inside.sum(1)
+        mean = recent.sum(1) / width
+        spread = np.sqrt(np.maximum((np.where(inside, recent - mean[:, None], 0.0) ** 2).sum(1) / width, 0.0))
         return np.concatenate(parts, axis=1), np.concatenate((mean, spread), axis=1)
 
     def _fit(self, state: SeriesState, warmup: int) -> None:

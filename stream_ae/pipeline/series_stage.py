@@ -12,22 +12,25 @@ window and the index of the window's last sample in it: unique per window, even 
 chunk completes several)::
 
     {"key": "metrics-0-1234-7", "topic": "metrics", "partition": 0, "offset": 1234, "sample": 7,
-     "series": "host-1/cpu", "first_timestamp_ms": 1700000000000.0, "last_timestamp_ms": 1700000003000.0,
-     "detected_at_ms": 1700000003042, "score": 0.9991, "flag_level": 0.998,
+     "series": "host-1/cpu", "series_sample": 8641, "first_timestamp_ms": 1700000000000.0,
+     "last_timestamp_ms": 1700000001000.0, "detected_at_ms": 1700000001042, "score": 0.9991, "flag_level": 0.9965,
      "model": "series-bank", "checkpoint_sha256": "<sha256 of the detector's settings>",
-     "top_samples": [{"index": 3, "channel": 0, "timestamp_ms": 1700000003000.0, "value": 97.5,
+     "top_samples": [{"index": 1, "channel": 0, "timestamp_ms": 1700000001000.0, "value": 97.5,
                       "deviation": 8.1}, ...]}
 
-``top_samples`` are the window's samples farthest from the nearest warm-up window, in the
-series' standard deviations (``deviation``, signed); their times are interpolated between
-the window's first and last. A score record (optional scores topic) carries the same
-fields but ``top_samples``, and adds ``"anomaly": true|false``.
+``series_sample`` is the index of the window's last sample in its series (0-based, counted
+from the series' first sample this process saw). ``top_samples`` are the window's samples
+farthest from the nearest warm-up window, in the series' standard deviations
+(``deviation``, signed); their times are interpolated between the window's first and last.
+A score record (optional scores topic) carries the same fields but ``top_samples``, and
+adds ``"anomaly": true|false``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import orjson
@@ -51,6 +54,7 @@ class SeriesOptions:
         detector: the per-series detector's settings.
         channels, series_field, max_record_bytes: the decoder's.
         stride, max_series: the windower's (the window length is the detector's).
+        warmup_of: per series key, a warm-up that replaces the detector's.
     """
 
     detector: SeriesSettings
@@ -59,6 +63,7 @@ class SeriesOptions:
     max_record_bytes: int = 1_000_000
     stride: int = 1
     max_series: int = 100_000
+    warmup_of: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class ServedSeries:
     def __init__(self, options: SeriesOptions) -> None:
         self.options = options
         self.decoder = SampleDecoder(options.channels, options.series_field, options.max_record_bytes)
-        self.detector = SeriesDetector(options.detector)
+        self.detector = SeriesDetector(options.detector, options.warmup_of)
         self.windower = SeriesWindower(options.detector.length, options.stride, options.channels, options.max_series,
                                        on_evict=self.detector.forget)
         digest = hashlib.sha256(orjson.dumps(asdict(options), option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -139,6 +144,7 @@ class ServedSeries:
             out[row] = {"key": f"{record_key(topic, partition, offset)}-{sample}", "topic": topic,
                         "partition": partition, "offset": offset, "sample": sample,
                         "series": windows.series[int(windows.series_index[row])],
+                        "series_sample": int(windows.end_sample[row]),
                         "first_timestamp_ms": float(windows.first_ms[row]),
                         "last_timestamp_ms": float(windows.last_ms[row]), "detected_at_ms": detected_at_ms,
                         "score": float(scores[row]), "flag_level": self.options.detector.flag_level,

@@ -231,6 +231,9 @@ class SampleSettings(_Section):
                               description="score (in [0, 1]) from which a window is an alert")
     quiet_share: float = Field(SeriesSettings.quiet_share, ge=0,
                                description="samples scored 0 after an alert, as a share of the warm-up")
+    warmup_of: dict[str, Annotated[int, Field(ge=2)]] = Field(
+        default_factory=dict, description="series whose warm-up differs from warmup (a benchmark's "
+        "probationary periods, say), by series key")
 
     @model_validator(mode="after")
     def _windows_cover_the_warmup_and_every_sample(self) -> SampleSettings:

@@ -73,7 +73,8 @@ def served_series(settings: Settings) -> ServedSeries:
     """The sample-stream stages as ``settings.samples`` says (``events.kind: samples``)."""
     samples = settings.samples
     return ServedSeries(SeriesOptions(samples.detector(), samples.channels, samples.series_field,
-                                      settings.events.max_record_bytes, samples.stride, samples.max_series))
+                                      settings.events.max_record_bytes, samples.stride, samples.max_series,
+                                      samples.warmup_of))
 
 
 class Daemon:

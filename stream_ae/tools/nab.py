@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,48 +110,88 @@ def load_corpus(path: Path, windows_file: Path | None = None) -> list[Series]:
     return corpus
 
 
-def detect(corpus: Sequence[Series], settings: SeriesSettings | None = None,
-           batch_rows: int = 256) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Chunks:
+    """One series cut into sample records of ``chunk_rows`` rows, as a producer sends them.
+
+    Attributes:
+        starts: int64 ``(records,)`` each record's first row.
+        counts: int64 ``(records,)`` rows per record.
+        first_ms: float64 ``(records,)`` the first row's time, ms since the epoch.
+        interval_ms: float64 ``(records,)`` the record's sampling interval (its rows' span
+            over their count less one; 0 for one row).
+    """
+
+    starts: np.ndarray
+    counts: np.ndarray
+    first_ms: np.ndarray
+    interval_ms: np.ndarray
+
+
+def chunks(series: Series, chunk_rows: int = 1) -> Chunks:
+    """The records a series is sent as: ``chunk_rows`` consecutive rows each, in file order.
+
+    NAB feeds rows in file order; where a clock repeats or steps back (NAB's has both: a
+    daylight-saving change, a gap), sample times are held at their running maximum, so that
+    no record starts before its series' last sample.
+    """
+    times = np.maximum.accumulate(series.timestamps.astype(np.int64)).astype(np.float64)
+    starts = np.arange(0, len(times), chunk_rows, dtype=np.int64)
+    counts = np.minimum(starts + chunk_rows, len(times)) - starts
+    first, last = times[starts], times[starts + counts - 1]
+    return Chunks(starts, counts, first, np.where(counts > 1, (last - first) / np.maximum(counts - 1, 1), 0.0))
+
+
+def probations(corpus: Sequence[Series]) -> dict[str, int]:
+    """Each series' probationary period, its warm-up: ``min(floor(0.15 n), 750)`` rows."""
+    return {series.name: probationary_rows(len(series.values)) for series in corpus}
+
+
+def detect(corpus: Sequence[Series], settings: SeriesSettings | None = None, chunk_rows: int = 1,
+           batch_records: int = 64) -> list[np.ndarray]:
     """Run the per-series detector over every series at once, in time order.
 
-    Micro-batch ``k`` holds rows ``[k * batch_rows, (k + 1) * batch_rows)`` of every series
-    that has them, one chunk record per series; the windows they complete are scored in
-    one call per batch.
+    Each series is cut into records (:func:`chunks`); micro-batch ``k`` holds records
+    ``[k * batch_records, (k + 1) * batch_records)`` of every series that has them, and the
+    windows they complete are scored in one call per batch.
 
     Args:
         corpus: the series.
-        settings: the detector's settings (default: :class:`SeriesSettings`'s).
-        batch_rows: rows of each series per micro-batch.
+        settings: the detector's settings (default: :class:`SeriesSettings`'s); each
+            series warms up on its probationary period.
+        chunk_rows: rows per sample record.
+        batch_records: records of each series per micro-batch.
 
     Returns:
         Per series, float64 ``(n,)`` the anomaly score of each row in ``[0, 1]``; rows with
-        no score (the probationary period, before a series' first full window) hold 0.
+        no score (the probationary period) hold 0.
     """
     settings = settings or SeriesSettings()
     names = [series.name for series in corpus]
-    detector = SeriesDetector(settings, warmup_of={series.name: probationary_rows(len(series.values))
-                                                    for series in corpus})
+    detector = SeriesDetector(settings, warmup_of=probations(corpus))
     windower = SeriesWindower(settings.length, 1, 1, max_series=max(len(corpus), 1))
     scores = [np.zeros(len(series.values)) for series in corpus]
-    # rows go in file order, as NAB feeds them; where a clock repeats or steps back (NAB has
-    # both), sample times are held at their running maximum, so that no chunk starts backwards
-    times_ms = [np.maximum.accumulate(series.timestamps.astype(np.int64)).astype(np.float64) for series in corpus]
-    longest = max((len(series.values) for series in corpus), default=0)
-    for start in range(0, longest, batch_rows):
-        taking = [k for k, series in enumerate(corpus) if len(series.values) > start]
-        chunks = [corpus[k].values[start:start + batch_rows] for k in taking]
-        firsts = np.array([times_ms[k][start] for k in taking])
-        lasts = np.array([times_ms[k][start + len(chunk) - 1] for k, chunk in zip(taking, chunks)])
-        counts = np.array([len(chunk) for chunk in chunks], np.int64)
-        batch = SampleBatch([names[k] for k in taking], np.arange(len(taking), dtype=np.int32), counts,
-                            np.concatenate(chunks).astype(np.float32)[:, None], firsts,
-                            np.where(counts > 1, (lasts - firsts) / np.maximum(counts - 1, 1), 0.0),
-                            [NAB_PARTITION], np.zeros(len(taking), np.int32),
-                            np.arange(len(taking), dtype=np.int64), np.arange(len(taking), dtype=np.int64))
+    cut = [chunks(series, chunk_rows) for series in corpus]
+    most = max((len(one.starts) for one in cut), default=0)
+    for first in range(0, most, batch_records):
+        taking = [k for k, one in enumerate(cut) if len(one.starts) > first]
+        parts = [slice(first, first + batch_records)] * len(taking)
+        counts = np.concatenate([cut[k].counts[part] for k, part in zip(taking, parts)])
+        records = np.array([len(cut[k].counts[part]) for k, part in zip(taking, parts)])
+        rows = [slice(int(cut[k].starts[part][0]), int(cut[k].starts[part][-1] + cut[k].counts[part][-1]))
+                for k, part in zip(taking, parts)]
+        total = len(counts)
+        batch = SampleBatch([names[k] for k in taking], np.repeat(np.arange(len(taking), dtype=np.int32), records),
+                            counts, np.concatenate([corpus[k].values[row] for k, row in zip(taking, rows)]
+                                                   ).astype(np.float32)[:, None],
+                            np.concatenate([cut[k].first_ms[part] for k, part in zip(taking, parts)]),
+                            np.concatenate([cut[k].interval_ms[part] for k, part in zip(taking, parts)]),
+                            [NAB_PARTITION], np.zeros(total, np.int32), np.arange(total, dtype=np.int64),
+                            np.arange(total, dtype=np.int64))
         windows, backwards = windower.cut(batch)
-        assert not backwards, "NAB's timestamps increase"
-        window_scores, scored = detector.score(windows.values, windows.series, windows.series_index, windows.end_sample,
-                                               windows.last_ms)
+        assert not backwards, "sample times are held at their running maximum"
+        window_scores, scored = detector.score(windows.values, windows.series, windows.series_index,
+                                               windows.end_sample, windows.last_ms)
         keys = np.asarray(taking)[windows.series_index]
         for k in np.unique(keys[scored]):
             mine = scored & (keys == k)
@@ -262,8 +302,19 @@ def format_tables(ours: NabReport, published: dict[str, dict[str, float]],
 
 
 def run_nab(path: Path, windows_file: Path | None = None, write: Path | None = None,
-            settings: SeriesSettings | None = None, compare_published: bool = True) -> tuple[NabReport, str]:
+            settings: SeriesSettings | None = None, compare_published: bool = True,
+            streamed: Callable[[Sequence[Series]], list[np.ndarray]] | None = None,
+            chunk_rows: int = 1) -> tuple[NabReport, str]:
     """Run, score and format: what ``stream-ae nab PATH`` prints.
+
+    Args:
+        path, windows_file: the corpus (:func:`load_corpus`).
+        write: a folder for NAB's results files of the scores reported.
+        settings: the detector's settings.
+        chunk_rows: rows per sample record (:func:`chunks`).
+        compare_published: score the published detectors' rows per category too.
+        streamed: given, the scores reported are what it returns for the corpus (a run
+            through Kafka), and the text says whether every row equals the in-process run's.
 
     Returns:
         ``(report, text)``: our scores and the tables.
@@ -273,11 +324,20 @@ def run_nab(path: Path, windows_file: Path | None = None, write: Path | None = N
     """
     corpus = load_corpus(path, windows_file)
     started = time.perf_counter()
-    scores = detect(corpus, settings)
+    scores = detect(corpus, settings, chunk_rows)
     seconds = time.perf_counter() - started
+    lines = []
+    if streamed is not None:
+        in_process = scores
+        scores = streamed(corpus)
+        equal = sum(int((a == b).sum()) for a, b in zip(scores, in_process))
+        rows = sum(len(one) for one in scores)
+        worst = max(float(np.abs(a - b).max()) for a, b in zip(scores, in_process))
+        lines.append(f"streamed through Kafka: {equal:,} of {rows:,} row scores equal the in-process run's "
+                     f"(largest difference {worst:.3g})\n")
     if write is not None:
         write_results(write, corpus, scores)
     report = nab_report(corpus, scores)
     others = ({name: nab_report(corpus, rows) for name, rows in published_rows(path, corpus).items()}
               if compare_published else {})
-    return report, format_tables(report, published_scores(path), others, seconds)
+    return report, "\n".join(lines) + format_tables(report, published_scores(path), others, seconds)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stream_ae.kafka.local_broker import LocalBroker
+from stream_ae.kafka.local_broker import local_or_given
 from stream_ae.kafka.topics import ensure_topics
 from stream_ae.model.checkpoint import load_checkpoint, save_checkpoint
 from stream_ae.model.datasets import load_dataset, synthetic_transactions
@@ -63,7 +63,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     topics = BenchTopics(f"bench-{run_id}", f"bench-{run_id}-alerts", f"bench-{run_id}-dead", f"bench-{run_id}-state")
     results: dict[str, Any] = {"clients": {}}
     with tempfile.TemporaryDirectory(prefix="stream-ae-bench-") as workdir, \
-            (_NoBroker(options.bootstrap_servers) if options.bootstrap_servers else LocalBroker()) as broker:
+            local_or_given(options.bootstrap_servers) as broker:
         checkpoint_path = Path(workdir) / "model.pt"
         save_checkpoint(checkpoint, checkpoint_path)
         checkpoint = load_checkpoint(checkpoint_path)
@@ -119,19 +119,6 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         results["accuracy"] = accuracy(checkpoint, dataset, options.device, options.compile)
     results["skipped_clients"] = [c for c in options.clients if c not in clients]
     return summarise(results, options, fill_eps, time.perf_counter() - started)
-
-
-class _NoBroker:
-    """Stands in for :class:`LocalBroker` when the bench is given a cluster."""
-
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
-
-    def __enter__(self) -> _NoBroker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _confluent_installed() -> bool:
