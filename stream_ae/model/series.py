@@ -166,13 +166,16 @@ def _nearest(vectors: np.ndarray, bank: np.ndarray, allowed: np.ndarray | None =
     """``(n,)`` Euclidean distance of each row of ``vectors`` ``(n, w)`` to its nearest row of
     ``bank`` ``(b, w)``, among ``allowed`` ``(n, b)`` (all by default; 0 where none is).
 
-    The differences are squared and summed row by row, not expanded into a matrix product,
-    whose rounding would depend on how many rows a batch holds: a row's distance is the same
-    bits in any batch."""
+    ``|v|^2 + |b|^2 - 2 v.b`` with every sum taken by ``numpy.einsum``'s own loop over one
+    row at a time, never a BLAS matrix product, whose rounding depends on how many rows a
+    batch holds: a row's distance is the same bits in any batch."""
     out = np.zeros(len(vectors))
+    bank_norms = np.einsum("ij,ij->i", bank, bank)
     for start in range(0, len(vectors), NEAREST_BLOCK) if bank.shape[0] else ():
         block = slice(start, start + NEAREST_BLOCK)
-        squared = ((vectors[block, None, :] - bank[None, :, :]) ** 2).sum(2)
+        rows = vectors[block]
+        squared = np.maximum(np.einsum("ij,ij->i", rows, rows)[:, None] + bank_norms[None, :]
+                             - 2.0 * np.einsum("ij,kj->ik", rows, bank), 0.0)
         if allowed is not None:
             squared = np.where(allowed[block], squared, np.inf)
         least = squared.min(1)
