@@ -131,13 +131,17 @@ class ScriptedSink(Sink):
         self.open: list[tuple[str, bytes | None]] = []
         self.sealed: list[list[tuple[str, bytes | None]]] = []
         self.acknowledged: list[tuple[str, bytes | None]] = []
+        self.open_values: list[tuple[str, bytes | None, bytes | None]] = []
+        self.acknowledged_values: list[tuple[str, bytes | None, bytes | None]] = []  # (topic, key, value)
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
         self.open.append((topic, key))
+        self.open_values.append((topic, key, value))
 
     def seal(self) -> Delivery:
         records, self.open = self.open, []
+        values, self.open_values = self.open_values, []
         number = len(self.sealed)
         self.sealed.append(records)
         sink = self
@@ -153,6 +157,7 @@ class ScriptedSink(Sink):
                 if number in sink.refused:
                     raise DeliveryError(f"batch {number} refused")
                 sink.acknowledged.extend(records)
+                sink.acknowledged_values.extend(values)
                 return len(records)
 
             def acknowledged_at(self) -> float:

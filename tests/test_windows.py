@@ -91,7 +91,9 @@ def test_series_beyond_the_bound_evict_the_least_recently_seen():
     def feed(key: str, value: float, at: float) -> int:
         samples, _ = decoder.decode(ConsumedBatch.from_records(
             [FakeRecord(encode_samples(np.array([value]), at), key=key.encode())]))
-        return len(windower.cut(samples)[0])
+        cut = len(windower.cut(samples)[0])
+        windower.evict()
+        return cut
 
     assert [feed("a", 1, 0), feed("b", 1, 0), feed("a", 2, 1)] == [0, 0, 1]
     assert feed("c", 1, 0) == 0 and list(windower.tails) == ["a", "c"] and windower.evicted == 1

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,9 +111,10 @@ class _Ranks:
     arrival: deque[float] = field(default_factory=deque)
     ordered: list[float] = field(default_factory=list)
 
-    def rank_then_add(self, value: float, bound: int) -> float:
+    def rank_then_add(self, value: float, bound: int, undo: list[Callable[[], object]] | None = None) -> float:
         """``(below + ties / 2) / count`` of ``value`` among the scores held (0 when none),
-        then ``value`` joins them (the oldest leaves beyond ``bound``)."""
+        then ``value`` joins them (the oldest leaves beyond ``bound``); ``undo`` gets how to
+        take that back."""
         ordered = self.ordered
         rank = 0.0
         if ordered:
@@ -121,9 +122,20 @@ class _Ranks:
             rank = (below + 0.5 * (upto - below)) / len(ordered)
         bisect.insort(ordered, value)
         self.arrival.append(value)
+        evicted = None
         if len(self.arrival) > bound:
-            del ordered[bisect.bisect_left(ordered, self.arrival.popleft())]
+            evicted = self.arrival.popleft()
+            del ordered[bisect.bisect_left(ordered, evicted)]
+        if undo is not None:
+            undo.append(lambda: self._take_back(value, evicted))
         return rank
+
+    def _take_back(self, value: float, evicted: float | None) -> None:
+        if evicted is not None:
+            self.arrival.appendleft(evicted)
+            bisect.insort(self.ordered, evicted)
+        self.arrival.pop()
+        del self.ordered[bisect.bisect_left(self.ordered, value)]
 
 
 @dataclass
@@ -160,6 +172,18 @@ class SeriesState:
 
 NEAREST_BLOCK = 256
 """Rows whose distances are taken at once (bounds the ``(rows, bank, width)`` differences)."""
+
+
+_REPLACED_FIELDS = ("warm_values", "warm_ms", "last_end", "mean", "std", "lag", "novelty_bank", "drift_bank",
+                   "context", "quiet", "quiet_until")
+
+
+def _put_back(state: SeriesState, fields: dict[str, object], lengths: tuple[int, int]) -> None:
+    """Undo a batch's changes to a series' fields (its warm-up lists only grew, or were replaced)."""
+    for name, value in fields.items():
+        setattr(state, name, value)
+    del state.warm_values[lengths[0]:]
+    del state.warm_ms[lengths[1]:]
 
 
 def _nearest(vectors: np.ndarray, bank: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
@@ -224,10 +248,31 @@ class SeriesDetector:
         self.settings = settings
         self.warmup_of = dict(warmup_of or {})
         self.states: dict[str, SeriesState] = {}
+        self.undo: list[Callable[[], object]] | None = None
+        """While set (a list), every change to a series' state logs how to take it back:
+        called in reverse order, the logged callables leave every series as it was."""
 
     def forget(self, series: str) -> None:
         """Drop a series' state (it starts warming again if it returns)."""
-        self.states.pop(series, None)
+        state = self.states.pop(series, None)
+        if state is not None and self.undo is not None:
+            self.undo.append(lambda: self.states.__setitem__(series, state))
+
+    def _log(self, series: str) -> SeriesState:
+        """The series' state (a new one for a series not held), its present fields logged to
+        :attr:`undo` when set (arrays and lists are replaced, or only appended to, never
+        changed in place; the ranks log their own changes)."""
+        state = self.states.get(series)
+        undo = self.undo
+        if state is None:
+            state = self.states[series] = SeriesState()
+            if undo is not None:
+                undo.append(lambda: self.states.pop(series, None))
+        elif undo is not None:
+            fields = {name: getattr(state, name) for name in _REPLACED_FIELDS}
+            lengths = len(state.warm_values), len(state.warm_ms)
+            undo.append(lambda: _put_back(state, fields, lengths))
+        return state
 
     def warmup(self, series: str) -> int:
         """The series' warm-up, in samples."""
@@ -283,7 +328,7 @@ class SeriesDetector:
         bounds = np.flatnonzero(np.diff(series_index)) + 1
         for rows in np.split(np.arange(count), bounds) if count else []:
             series = series_names[int(series_index[rows[0]])]
-            state = self.states.setdefault(series, SeriesState())
+            state = self._log(series)
             ends = np.asarray(end_sample[rows], np.int64)
             new = np.diff(np.concatenate(([state.last_end], ends)))  # samples each window adds
             if (new > windows.shape[1]).any() or (new < 1).any():
@@ -375,7 +420,8 @@ class SeriesDetector:
         # rounded, so that distances equal but for rounding (a flat stretch's) are ties
         raw1, raw2 = np.round(raw1, RAW_DECIMALS), np.round(raw2, RAW_DECIMALS)
         for n, (one, two, end) in enumerate(zip(raw1.tolist(), raw2.tolist(), ends.tolist())):
-            rank = max(novelty.rank_then_add(one, settings.history), drift.rank_then_add(two, settings.history))
+            rank = max(novelty.rank_then_add(one, settings.history, self.undo),
+                       drift.rank_then_add(two, settings.history, self.undo))
             score = max(0.0, 1.0 - 2.0 * (1.0 - rank))
             if end > state.quiet_until:
                 out[n] = score

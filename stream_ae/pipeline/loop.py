@@ -19,8 +19,10 @@ and otherwise once N+1's output is sent. Its end-to-end latency is taken at the 
 last acknowledgement reached the client (:meth:`stream_ae.kafka.ends.Delivery.acknowledged_at`),
 not when the loop got round to settling it.
 A failed delivery rewinds the source to the first records of both batches (and the
-guarantee is told), unless every record that failed was refused for good (too large, topic
-not authorised): sending again cannot help, so those are counted and logged (once per
+guarantee is told; for sample streams, the series' state is first taken back to before
+both batches, newest first, so that reading them again scores them alike), unless every
+record that failed was refused for good (too large, topic not authorised): sending again
+cannot help, so those are counted and logged (once per
 topic and reason) and the batch is committed. A dead letter too large for a produce
 request goes as a reference (:func:`stream_ae.pipeline.alerts.dead_letter_record`). Offsets are
 committed only for partitions still owned: after a revocation, the new owner reads the
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -79,6 +82,8 @@ class _InFlight:
         alerts: alerts sent (events).
         dead_letter_reasons: the reason of each dead-lettered record.
         timestamps_ms: int64 ``(events scored,)`` record timestamps, for the latency.
+        take_back: for sample streams, puts the series' state back as it was before the
+            batch, when the batch is to be read again (None: nothing to put back).
     """
 
     delivery: Delivery
@@ -88,6 +93,7 @@ class _InFlight:
     alerts: int
     dead_letter_reasons: list[str]
     timestamps_ms: np.ndarray
+    take_back: Callable[[], None] | None = None
 
 
 class Settled(Enum):
@@ -246,7 +252,8 @@ class StreamLoop:
         metrics.series_evicted.inc(judged.evicted)
         next_offsets = consumed.next_offsets()
         return _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
-                         len(judged.alerts), [item.reason for item in judged.rejected], judged.timestamps_ms)
+                         len(judged.alerts), [item.reason for item in judged.rejected], judged.timestamps_ms,
+                         judged.take_back)
 
     def _restore_assigned(self, consumed: ConsumedBatch) -> bool:
         """Restore the keyed state of the newly assigned partitions. When the state cannot
@@ -282,6 +289,9 @@ class StreamLoop:
             try:
                 self._wait_counting_refusals(settling.delivery)
             except DeliveryError as exc:
+                for handled in ([newer] if newer is not None else []) + [settling]:  # newest first
+                    if handled.take_back is not None:
+                        handled.take_back()
                 self._read_again(exc, [settling.first_offsets, *([newer.first_offsets] if newer else []),
                                        *([unhandled.first_offsets()] if unhandled is not None else [])])
                 return Settled.REWOUND

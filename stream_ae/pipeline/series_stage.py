@@ -29,8 +29,9 @@ adds ``"anomaly": true|false``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import orjson
@@ -77,6 +78,8 @@ class Judged:
             each scored window (for the end-to-end latency).
         warming: windows cut but not scored (their series still warming up).
         evicted: series evicted by this batch (beyond ``max_series``).
+        take_back: leaves every series as it was before this batch (and before any batch
+            judged after it, taken back first): for a batch that will be read again.
     """
 
     alerts: list[tuple[bytes, bytes]]
@@ -85,6 +88,13 @@ class Judged:
     timestamps_ms: np.ndarray
     warming: int
     evicted: int
+    take_back: Callable[[], None]
+
+
+def _take_back(undo: list[Callable[[], object]]) -> None:
+    """Call a batch's undo log in reverse order, once."""
+    while undo:
+        undo.pop()()
 
 
 class ServedSeries:
@@ -113,11 +123,26 @@ class ServedSeries:
         """
         samples, rejected = self.decoder.decode(consumed)
         evicted = self.windower.evicted
-        windows, backwards = self.windower.cut(samples)
+        undo: list[Callable[[], object]] = []
+        self.detector.undo = undo
+        try:
+            windows, backwards = self.windower.cut(samples, undo)
+            scores, scored = self.detector.score(windows.values, windows.series, windows.series_index,
+                                                 windows.end_sample, windows.last_ms)
+            alerts, score_records = self._records(samples, windows, scores, scored, detected_at_ms, with_scores)
+            self.windower.evict(undo)  # after the alerts, which read the fitted state of their series
+        finally:
+            self.detector.undo = None
         for record, detail in backwards:
             rejected.append(Rejected(consumed.record(int(samples.positions[record])), "timestamp_backwards", detail))
-        scores, scored = self.detector.score(windows.values, windows.series, windows.series_index, windows.end_sample,
-                                               windows.last_ms)
+        timestamps = consumed.timestamps_ms[samples.positions[windows.record[scored]]]
+        return Judged(alerts, score_records, rejected, timestamps, int((~scored).sum()),
+                      self.windower.evicted - evicted, partial(_take_back, undo))
+
+    def _records(self, samples: SampleBatch, windows: Windows, scores: np.ndarray, scored: np.ndarray,
+                 detected_at_ms: int, with_scores: bool
+                 ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        """``(alerts, score records)`` of a batch's windows."""
         flags = scored & (scores >= self.options.detector.flag_level)
         fields = self._fields(samples, windows, scores, np.flatnonzero(flags if not with_scores else scored),
                               detected_at_ms)
@@ -129,9 +154,7 @@ class ServedSeries:
             if with_scores:
                 value["anomaly"] = bool(flags[row])
                 score_records.append((value["key"].encode(), orjson.dumps(value)))
-        timestamps = consumed.timestamps_ms[samples.positions[windows.record[scored]]]
-        return Judged(alerts, score_records, rejected, timestamps, int((~scored).sum()),
-                      self.windower.evicted - evicted)
+        return alerts, score_records
 
     def _fields(self, samples: SampleBatch, windows: Windows, scores: np.ndarray, rows: np.ndarray,
                 detected_at_ms: int) -> dict[int, dict]:

@@ -8,8 +8,8 @@ on how they were split into records or batches.
 
 Work is per series and per batch, with array slices: the records of one series in a
 batch are joined and cut with one ``sliding_window_view``; no Python work per sample.
-Memory is bounded by ``max_series``: when a new series would exceed it, the least recently
-seen series is evicted (it starts again, warming, if it returns).
+Memory is bounded by ``max_series``: beyond it, once a batch is scored, the least recently
+seen series are evicted (:meth:`SeriesWindower.evict`; one starts again, warming, if it returns).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -41,6 +42,10 @@ class SeriesTail:
     def last_ms(self) -> float:
         """The time of the series' last sample (-inf before its first)."""
         return float(self.times_ms[-1]) if len(self.times_ms) else -np.inf
+
+
+def _put_back(tail: SeriesTail, values: np.ndarray, times_ms: np.ndarray, seen: int) -> None:
+    tail.values, tail.times_ms, tail.seen = values, times_ms, seen
 
 
 @dataclass(frozen=True)
@@ -121,33 +126,73 @@ class SeriesWindower:
         self.tails: OrderedDict[str, SeriesTail] = OrderedDict()  # least recently seen first
         self.evicted = 0
         self.on_evict = on_evict
+        self.undo: list[Callable[[], object]] | None = None  # while set, cut() logs how to take itself back
 
     def tail(self, series: str) -> SeriesTail:
         """The series' state (a new, empty one for a series not held); marks it recently seen."""
         held = self.tails.get(series)
+        undo = self.undo
         if held is None:
             held = SeriesTail(np.empty((0, self.channels), np.float32), np.empty(0, np.float64))
             self.tails[series] = held
-            while len(self.tails) > self.max_series:
-                evicted, _ = self.tails.popitem(last=False)
-                self.evicted += 1
-                if self.on_evict is not None:
-                    self.on_evict(evicted)
+            if undo is not None:
+                undo.append(partial(self.tails.pop, series, None))
         else:
             self.tails.move_to_end(series)
+            if undo is not None:
+                values, times, seen = held.values, held.times_ms, held.seen  # replaced, never changed in place
+                undo.append(partial(_put_back, held, values, times, seen))
         return held
 
-    def cut(self, batch: SampleBatch) -> tuple[Windows, list[tuple[int, str]]]:
+    def evict(self, undo: list[Callable[[], object]] | None = None) -> list[str]:
+        """Evict the least recently seen series beyond ``max_series`` (``on_evict`` is called
+        for each); a step of its own, after the batch's windows were scored, so that a batch
+        of more series than the bound still scores them all.
+
+        Args:
+            undo: where to log how to take the evictions back.
+
+        Returns:
+            The keys evicted, least recently seen first.
+        """
+        evicted = []
+        while len(self.tails) > self.max_series:
+            series, tail = self.tails.popitem(last=False)
+            self.evicted += 1
+            evicted.append(series)
+            if undo is not None:
+                undo.append(partial(self._evicted_back, series, tail))
+            if self.on_evict is not None:
+                self.on_evict(series)
+        return evicted
+
+    def _evicted_back(self, series: str, tail: SeriesTail) -> None:
+        self.tails[series] = tail
+        self.tails.move_to_end(series, last=False)
+        self.evicted -= 1
+
+    def cut(self, batch: SampleBatch, undo: list[Callable[[], object]] | None = None
+            ) -> tuple[Windows, list[tuple[int, str]]]:
         """Add a batch's samples to their series and cut the windows they complete.
 
         Args:
             batch: decoded sample records.
+            undo: where to log how to take the batch back (called in reverse order, they
+                leave every series as it was before; :meth:`ServedSeries.take_back
+                <stream_ae.pipeline.series_stage.ServedSeries.take_back>`).
 
         Returns:
             ``(windows, backwards)``: ``backwards`` lists ``(record, detail)`` for each
             record (index into ``batch``) that starts before its series' last sample: a
             dead letter of reason ``timestamp_backwards``; its samples are not added.
         """
+        self.undo = undo
+        try:
+            return self._cut(batch)
+        finally:
+            self.undo = None
+
+    def _cut(self, batch: SampleBatch) -> tuple[Windows, list[tuple[int, str]]]:
         cut = _Cut()
         backwards: list[tuple[int, str]] = []
         starts = batch.starts
