@@ -143,8 +143,8 @@ class SeriesState:
     """One series' state; everything that scoring on needs.
 
     Attributes:
-        warm_values, warm_ms: the warm-up's samples (``(channels,)`` each) and their times,
-            collected until the fit.
+        warm_values, warm_ms: the warm-up's samples (``(k, channels)`` per batch) and their
+            times (``(k,)``), collected until the fit.
         last_end: the last sample index (0-based) the detector has seen.
         mean, std: the normalisation (None before the fit).
         lag: the season's lag in samples (0: none).
@@ -157,7 +157,7 @@ class SeriesState:
     """
 
     warm_values: list[np.ndarray] = field(default_factory=list)
-    warm_ms: list[float] = field(default_factory=list)
+    warm_ms: list[np.ndarray] = field(default_factory=list)
     last_end: int = -1
     mean: float | None = None
     std: float = 1.0
@@ -333,15 +333,18 @@ class SeriesDetector:
             new = np.diff(np.concatenate(([state.last_end], ends)))  # samples each window adds
             if (new > windows.shape[1]).any() or (new < 1).any():
                 raise ValueError(f"series {series!r}: windows must follow one another and cover every sample")
-            samples = np.concatenate([window[len(window) - n:] for window, n in zip(windows[rows], new.tolist())])
-            at = np.concatenate([np.arange(end - n + 1, end + 1) for end, n in zip(ends.tolist(), new.tolist())])
+            # the samples each window adds: its last ``new`` ones, gathered at once
+            owner = np.repeat(np.arange(len(rows)), new)
+            within = np.arange(len(owner)) - np.repeat(np.cumsum(new) - new, new)
+            samples = windows[rows[owner], windows.shape[1] - new[owner] + within]
+            at = ends[owner] - new[owner] + 1 + within
             state.last_end = int(ends[-1])
             warmup = self.warmup(series)
             warming = ends < warmup
             if state.novelty_bank is None:
                 early = at < warmup
-                state.warm_values.extend(samples[early])
-                state.warm_ms.extend(np.interp(at[early], ends, np.asarray(end_ms[rows], np.float64)).tolist())
+                state.warm_values.append(samples[early])
+                state.warm_ms.append(np.interp(at[early], ends, np.asarray(end_ms[rows], np.float64)))
                 if warming.all():
                     continue
                 self._fit(state, warmup)
@@ -379,11 +382,11 @@ class SeriesDetector:
         """Normalisation, season and both views' banks from the warm-up's samples; the ranks'
         histories and the quiet period start from the warm-up's leave-out scores."""
         settings = self.settings
-        warm = np.asarray(state.warm_values, np.float64)
+        warm = np.concatenate(state.warm_values)
         mean, std = float(warm.mean()), float(warm.std())
         state.mean, state.std = mean, max(std, STD_FLOOR * max(1.0, abs(mean)))
         z = (warm - mean) / state.std
-        state.lag = _season(z.mean(axis=1), np.asarray(state.warm_ms), settings)
+        state.lag = _season(z.mean(axis=1), np.concatenate(state.warm_ms), settings)
         rows = np.arange(len(z))
         novelty, drift = self._views(state, z, rows, 0)
         first = state.lag + 1 if state.lag else 1

@@ -125,7 +125,10 @@ class Batch:
         return len(self.offsets)
 
 
-class _InvalidError(Exception):
+class InvalidRecordError(Exception):
+    """A record that cannot be decoded: its dead-letter ``reason`` and a ``detail`` for people
+    (raised and caught inside the decoders; a caller sees :class:`Rejected`)."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -133,11 +136,11 @@ class _InvalidError(Exception):
 
 
 def _parse_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
-    """JSON object from record bytes; raises ``_InvalidError`` with the reason otherwise."""
+    """JSON object from record bytes; raises ``InvalidRecordError`` with the reason otherwise."""
     if not value:
-        raise _InvalidError("empty", "record has no value")
+        raise InvalidRecordError("empty", "record has no value")
     if len(value) > max_bytes:
-        raise _InvalidError("oversize", f"{len(value)} bytes > limit of {max_bytes}")
+        raise InvalidRecordError("oversize", f"{len(value)} bytes > limit of {max_bytes}")
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -145,20 +148,20 @@ def _parse_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError as utf_exc:
-            raise _InvalidError("not_utf8", str(utf_exc)) from None
+            raise InvalidRecordError("not_utf8", str(utf_exc)) from None
         try:
             parsed = json.loads(text)
         except ValueError:
-            raise _InvalidError("invalid_json", str(exc)) from None
+            raise InvalidRecordError("invalid_json", str(exc)) from None
     if not isinstance(parsed, dict):
-        raise _InvalidError("not_an_object", f"JSON {type(parsed).__name__}, expected an object")
+        raise InvalidRecordError("not_an_object", f"JSON {type(parsed).__name__}, expected an object")
     return parsed
 
 
 def _check_numbers(values: Sequence[Any], what: str) -> None:
     if not set(map(type, values)) <= _NUMBER_TYPES:
         bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
-        raise _InvalidError("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
+        raise InvalidRecordError("non_numeric", f"{what}: {type(bad).__name__} value {str(bad)[:40]!r}")
 
 
 class EventDecoder:
@@ -230,16 +233,16 @@ class EventDecoder:
             try:
                 row = self._pick(event)
             except KeyError as exc:
-                raise _InvalidError("missing_field", f"field {exc.args[0]!r} is absent") from None
+                raise InvalidRecordError("missing_field", f"field {exc.args[0]!r} is absent") from None
             _check_numbers(row, "feature")
             return row
         row = event.get(self.samples_field)
         if row is None:
-            raise _InvalidError("missing_field", f"field {self.samples_field!r} is absent")
+            raise InvalidRecordError("missing_field", f"field {self.samples_field!r} is absent")
         if not isinstance(row, list):
-            raise _InvalidError("non_numeric", f"{self.samples_field!r} is a {type(row).__name__}, not an array")
+            raise InvalidRecordError("non_numeric", f"{self.samples_field!r} is a {type(row).__name__}, not an array")
         if len(row) != self.window_length:
-            raise _InvalidError("wrong_window_length", f"{len(row)} samples, expected {self.window_length}")
+            raise InvalidRecordError("wrong_window_length", f"{len(row)} samples, expected {self.window_length}")
         _check_numbers(row, "sample")
         return row
 
@@ -279,7 +282,7 @@ class EventDecoder:
         binary = self._well_formed_binary(consumed.values)
         accepted: list[int] | None  # indices of the decoded records; None: all of them
         ids: list[Any]
-        failed: dict[int, _InvalidError]
+        failed: dict[int, InvalidRecordError]
         if binary is not None:
             accepted, ids, failed = None, [], {}
             out = self._reserve(len(binary))[:len(binary)]
@@ -309,25 +312,25 @@ class EventDecoder:
         """How a detail names a column: ``feature 'V1'``, or ``sample 17`` of a window."""
         return f"sample {column}" if self.window_length is not None else f"feature {self.feature_names[column]!r}"
 
-    def _value_fault(self, row: np.ndarray, value: bytes | None) -> _InvalidError:
+    def _value_fault(self, row: np.ndarray, value: bytes | None) -> InvalidRecordError:
         """Why a decoded float32 ``row`` ``(width,)`` is refused: its first value that is not
         finite, or lies beyond the scaler's bound (the cold path: a few records at most)."""
         outside = (row < self._low) | (row > self._high) | ~np.isfinite(row)
         column = int(np.flatnonzero(outside)[0])
         cast, what = float(row[column]), self._what(column)
         if np.isnan(cast):
-            return _InvalidError("non_finite", f"{what} is NaN")
+            return InvalidRecordError("non_finite", f"{what} is NaN")
         if np.isinf(cast):
             written = self._written_number(value, column)
             if written is None or written in ("Infinity", "-Infinity"):
-                return _InvalidError("non_finite", f"{what} is {'-' if cast < 0 else ''}Infinity")
+                return InvalidRecordError("non_finite", f"{what} is {'-' if cast < 0 else ''}Infinity")
             limit = "float64" if math.isinf(float(written)) else "float32"
             shown = written if len(written) <= 24 else f"{written[:12]}... ({len(written)} characters)"
-            return _InvalidError("non_finite", f"{what} = {shown} is beyond {limit}'s range")
+            return InvalidRecordError("non_finite", f"{what} = {shown} is beyond {limit}'s range")
         assert self.scaler is not None  # without a scaler, every finite float32 is inside
         mean, std = float(self.scaler[0][column]), float(self.scaler[1][column])
         distance = abs(cast - mean) / std if std else math.inf
-        return _InvalidError("out_of_range", f"{what} = {cast:.4g} lies {distance:.3g} training standard "
+        return InvalidRecordError("out_of_range", f"{what} = {cast:.4g} lies {distance:.3g} training standard "
                                              f"deviations from its training mean {mean:.4g}; at most "
                                              f"{MAX_STANDARD_DEVIATIONS:.0e} give a finite score")
 
@@ -359,7 +362,7 @@ class EventDecoder:
         return rows["values"]
 
     def _decode_each(self, values: list[bytes | None]
-                     ) -> tuple[np.ndarray, list[int], list[Any], dict[int, _InvalidError]]:
+                     ) -> tuple[np.ndarray, list[int], list[Any], dict[int, InvalidRecordError]]:
         """Decode record by record (JSON, binary or malformed, mixed).
 
         Returns:
@@ -373,13 +376,13 @@ class EventDecoder:
         binary_at: list[int] = []
         binary: list[bytes] = []  # the values of the records at binary_at
         ids: list[Any] = [None] * len(values)
-        failed: dict[int, _InvalidError] = {}
+        failed: dict[int, InvalidRecordError] = {}
         for index, value in enumerate(values):
             try:
                 if value is None:
-                    raise _InvalidError("empty", "record has no value")
+                    raise InvalidRecordError("empty", "record has no value")
                 if len(value) > limit:
-                    raise _InvalidError("oversize", f"{len(value)} bytes > limit of {limit}")
+                    raise InvalidRecordError("oversize", f"{len(value)} bytes > limit of {limit}")
                 if value[:2] == BINARY_MAGIC:
                     binary_at.append(index)
                     binary.append(value)
@@ -387,7 +390,7 @@ class EventDecoder:
                 event = loads(value)
                 row = fast_row(event)
                 ids[index] = event.get(id_field)
-            except _InvalidError as invalid:
+            except InvalidRecordError as invalid:
                 failed[index] = invalid
                 continue
             except Exception:  # cold path: parse again, step by step, to name the reason
@@ -395,7 +398,7 @@ class EventDecoder:
                     event = _parse_object(value, limit)
                     row = self._row(event)
                     ids[index] = event.get(id_field)
-                except _InvalidError as invalid:
+                except InvalidRecordError as invalid:
                     failed[index] = invalid
                     continue
             json_at.append(index)
@@ -417,7 +420,7 @@ class EventDecoder:
                 out[:] = binary_values
         return out, accepted, ids, failed
 
-    def _fill(self, out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, _InvalidError],
+    def _fill(self, out: np.ndarray, rows: list[Sequence[Any]], at: list[int], failed: dict[int, InvalidRecordError],
               slots: list[int] | None = None) -> None:
         """Write JSON rows into ``out`` (at ``slots``, default in order); a number too large
         even for float64 (a huge JSON integer) fails only its own record, as non-finite."""
@@ -434,25 +437,25 @@ class EventDecoder:
                 out[n if slots is None else slots[n]] = row
             except OverflowError:
                 column = next(i for i, number in enumerate(row) if abs(number) > FLOAT32_MAX)
-                failed[at[n]] = _InvalidError("non_finite", f"{self._what(column)} is an integer of "
+                failed[at[n]] = InvalidRecordError("non_finite", f"{self._what(column)} is an integer of "
                                                             f"{len(str(abs(row[column])))} digits, beyond "
                                                             "float64's range")
 
     def _drop_non_numeric(self, at: list[int], rows: list[Sequence[Any]],
-                          failed: dict[int, _InvalidError]) -> tuple[list[int], list[Sequence[Any]]]:
+                          failed: dict[int, InvalidRecordError]) -> tuple[list[int], list[Sequence[Any]]]:
         kept_at, kept_rows = [], []
         what = "feature" if self.window_length is None else "sample"
         for index, row in zip(at, rows):
             try:
                 _check_numbers(row, what)
-            except _InvalidError as invalid:
+            except InvalidRecordError as invalid:
                 failed[index] = invalid
                 continue
             kept_at.append(index)
             kept_rows.append(row)
         return kept_at, kept_rows
 
-    def _decode_binary(self, values: list[bytes], at: list[int], failed: dict[int, _InvalidError]) -> np.ndarray:
+    def _decode_binary(self, values: list[bytes], at: list[int], failed: dict[int, InvalidRecordError]) -> np.ndarray:
         """``(k, width)`` values of the well-formed binary records among ``values``; the others
         go to ``failed`` and are removed from ``at`` (in place)."""
         size = self.binary_size
@@ -461,7 +464,7 @@ class EventDecoder:
             if len(value) == size:
                 continue
             if len(value) < BINARY_HEADER.size:
-                reason = _InvalidError("binary_bad_length", f"{len(value)} bytes, shorter than the 8-byte header")
+                reason = InvalidRecordError("binary_bad_length", f"{len(value)} bytes, shorter than the 8-byte header")
             else:
                 _, version, flags, count = BINARY_HEADER.unpack_from(value)
                 reason = self._binary_header_fault(version, flags, count, len(value))
@@ -476,16 +479,16 @@ class EventDecoder:
             del at[n]
         return rows["values"][~bad]
 
-    def _binary_header_fault(self, version: int, flags: int, count: int, length: int) -> _InvalidError:
+    def _binary_header_fault(self, version: int, flags: int, count: int, length: int) -> InvalidRecordError:
         if version != BINARY_VERSION or flags != 0:
-            return _InvalidError("binary_unsupported_version",
+            return InvalidRecordError("binary_unsupported_version",
                                  f"version {version}, flags {flags}; this decoder reads version "
                                  f"{BINARY_VERSION} with flags 0")
         if length != binary_record_size(count):
-            return _InvalidError("binary_bad_length",
+            return InvalidRecordError("binary_bad_length",
                                  f"{length} bytes, but the header announces {count} values "
                                  f"({binary_record_size(count)} bytes)")
-        return _InvalidError("binary_wrong_count", f"{count} values, expected {self.width}")
+        return InvalidRecordError("binary_wrong_count", f"{count} values, expected {self.width}")
 
     @staticmethod
     def _assemble(values: np.ndarray, consumed: ConsumedBatch, accepted: list[int] | None,

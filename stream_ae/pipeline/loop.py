@@ -46,6 +46,7 @@ from stream_ae.kafka.options import ProducerTuning
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
 from stream_ae.pipeline.alerts import alert_records, dead_letter_record, score_records
 from stream_ae.pipeline.batch_budget import BatchBudget
+from stream_ae.pipeline.codec import Rejected
 from stream_ae.pipeline.guarantee import AtLeastOnce, DeliveryGuarantee
 from stream_ae.pipeline.ownership import PartitionOwnership
 from stream_ae.pipeline.series_stage import ServedSeries
@@ -219,13 +220,8 @@ class StreamLoop:
         detected_at_ms = int(time.time() * 1000)
         alerts = alert_records(batch, scores, verdict, served.detector.attribution_names,
                                detected_at_ms, served.identity)
-        for key, value in alerts:
-            sink.send(topics.alerts, key, value)
-        if topics.scores:
-            for key, value in score_records(batch, scores, verdict, detected_at_ms, served.identity):
-                sink.send(topics.scores, key, value)
-        for item in rejected:
-            sink.send(topics.dead_letter, *dead_letter_record(item, topics.max_request_bytes))
+        self._send_output(alerts, score_records(batch, scores, verdict, detected_at_ms, served.identity)
+                          if topics.scores else [], rejected)
         next_offsets = consumed.next_offsets()
         states = self.ownership.states
         if states.store is not None:
@@ -235,18 +231,24 @@ class StreamLoop:
         return _InFlight(self.guarantee.seal(next_offsets), len(consumed), consumed.first_offsets(), next_offsets,
                          len(alerts), [item.reason for item in rejected], batch.timestamps_ms)
 
-    def _handle_samples(self, served: ServedSeries, consumed: ConsumedBatch) -> _InFlight:
-        """:meth:`_handle` for sample records: windows per series, scored, alerts sent."""
-        timer, sink, topics, metrics = self.timer, self.sink, self.topics, self.metrics
-        judged = served.judge(consumed, int(time.time() * 1000), topics.scores is not None)
-        timer.lap("score")
-        for key, value in judged.alerts:
+    def _send_output(self, alerts: list[tuple[bytes, bytes]], scores: list[tuple[bytes, bytes]],
+                     rejected: list[Rejected]) -> None:
+        """Send a batch's alerts, score records (when a scores topic is named) and dead letters."""
+        sink, topics = self.sink, self.topics
+        for key, value in alerts:
             sink.send(topics.alerts, key, value)
         if topics.scores:
-            for key, value in judged.scores:
+            for key, value in scores:
                 sink.send(topics.scores, key, value)
-        for item in judged.rejected:
+        for item in rejected:
             sink.send(topics.dead_letter, *dead_letter_record(item, topics.max_request_bytes))
+
+    def _handle_samples(self, served: ServedSeries, consumed: ConsumedBatch) -> _InFlight:
+        """:meth:`_handle` for sample records: windows per series, scored, alerts sent."""
+        metrics = self.metrics
+        judged = served.judge(consumed, int(time.time() * 1000), self.topics.scores is not None)
+        self.timer.lap("score")
+        self._send_output(judged.alerts, judged.scores, judged.rejected)
         metrics.windows_warming.inc(judged.warming)
         metrics.series_held.set(len(served.windower.tails))
         metrics.series_evicted.inc(judged.evicted)

@@ -42,13 +42,14 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import orjson
 
 from stream_ae.kafka.records import ConsumedBatch, PartitionKey
-from stream_ae.pipeline.codec import FLOAT32_MAX, Rejected
+from stream_ae.pipeline.codec import FLOAT32_MAX, InvalidRecordError, Rejected
 
 SAMPLE_REASONS = (
     "empty",                # no value, or zero bytes
@@ -64,6 +65,8 @@ SAMPLE_REASONS = (
     "binary_bad_length",    # shorter than the header, or not as long as the header announces
     "timestamp_backwards",  # starts before the last sample of its series (from the windowing stage)
 )
+
+_NUMBERS = frozenset({int, float})  # JSON numbers as orjson gives them (bool is not one)
 
 SAMPLE_MAGIC = b"\xaeS"
 SAMPLE_VERSION = 1
@@ -106,12 +109,6 @@ class SampleBatch:
     def starts(self) -> np.ndarray:
         """int64 ``(records,)``: each record's first row in ``values``."""
         return np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64) if len(self) else self.counts
-
-
-class _InvalidSampleError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def encode_samples(values: np.ndarray, first_ms: float, interval_ms: float = 0.0) -> bytes:
@@ -210,7 +207,7 @@ class SampleDecoder:
             try:
                 key, chunk, start, step = self._one(value, consumed.record_keys[index],
                                                     float(consumed.timestamps_ms[index]))
-            except _InvalidSampleError as invalid:
+            except InvalidRecordError as invalid:
                 rejected.append(Rejected(consumed.record(index), invalid.reason, invalid.detail))
                 continue
             accepted.append(index)
@@ -232,9 +229,9 @@ class SampleDecoder:
              record_ms: float) -> tuple[str, np.ndarray, float, float]:
         """``(series, values (count, channels) float32, first_ms, interval_ms)`` of one record."""
         if not value:
-            raise _InvalidSampleError("empty", "record has no value")
+            raise InvalidRecordError("empty", "record has no value")
         if len(value) > self.max_record_bytes:
-            raise _InvalidSampleError("oversize", f"{len(value)} bytes > limit of {self.max_record_bytes}")
+            raise InvalidRecordError("oversize", f"{len(value)} bytes > limit of {self.max_record_bytes}")
         if value[:2] == SAMPLE_MAGIC:
             chunk, start, step = self._binary(value)
             event: dict[str, Any] = {}
@@ -243,27 +240,27 @@ class SampleDecoder:
             chunk, start, step = self._json(event, record_ms)
         key = self._series(event, record_key)
         if step < 0 or not math.isfinite(step) or (len(chunk) > 1 and step == 0):
-            raise _InvalidSampleError("bad_interval", f"interval_ms = {step!r}; a chunk of {len(chunk)} samples needs "
+            raise InvalidRecordError("bad_interval", f"interval_ms = {step!r}; a chunk of {len(chunk)} samples needs "
                                            "a positive, finite interval")
         if not math.isfinite(start):
-            raise _InvalidSampleError("non_finite", f"timestamp is {start!r}")
+            raise InvalidRecordError("non_finite", f"timestamp is {start!r}")
         if not np.isfinite(chunk).all():
             sample, channel = (int(n) for n in np.argwhere(~np.isfinite(chunk))[0])
-            raise _InvalidSampleError("non_finite", f"sample {sample} channel {channel} is {chunk[sample, channel]}")
+            raise InvalidRecordError("non_finite", f"sample {sample} channel {channel} is {chunk[sample, channel]}")
         return key, chunk, start, step
 
     def _series(self, event: dict[str, Any], record_key: bytes | None) -> str:
         if self.series_field is not None:
             key = event.get(self.series_field)
             if key is None or isinstance(key, (dict, list)):
-                raise _InvalidSampleError("missing_series", f"field {self.series_field!r} is absent or not a scalar")
+                raise InvalidRecordError("missing_series", f"field {self.series_field!r} is absent or not a scalar")
             return str(key)
         if not record_key:
-            raise _InvalidSampleError("missing_series", "the record has no key, which names its series")
+            raise InvalidRecordError("missing_series", "the record has no key, which names its series")
         try:
             return record_key.decode("utf-8")
         except UnicodeDecodeError:
-            raise _InvalidSampleError("missing_series", "the record key is not UTF-8 text") from None
+            raise InvalidRecordError("missing_series", "the record key is not UTF-8 text") from None
 
     @staticmethod
     def _json_object(value: bytes) -> dict[str, Any]:
@@ -275,9 +272,9 @@ class SampleDecoder:
             try:
                 event = json.loads(value.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise _InvalidSampleError("invalid_json", str(exc)) from None
+                raise InvalidRecordError("invalid_json", str(exc)) from None
         if not isinstance(event, dict):
-            raise _InvalidSampleError("invalid_json", f"JSON {type(event).__name__}, expected an object")
+            raise InvalidRecordError("invalid_json", f"JSON {type(event).__name__}, expected an object")
         return event
 
     def _json(self, event: dict[str, Any], record_ms: float) -> tuple[np.ndarray, float, float]:
@@ -286,51 +283,63 @@ class SampleDecoder:
         elif "samples" in event:
             rows = event["samples"]
             if not isinstance(rows, list) or not rows:
-                raise _InvalidSampleError("non_numeric", "'samples' must be a non-empty array")
+                raise InvalidRecordError("non_numeric", "'samples' must be a non-empty array")
         else:
-            raise _InvalidSampleError("missing_field", "neither 'value' nor 'samples' is present")
+            raise InvalidRecordError("missing_field", "neither 'value' nor 'samples' is present")
         chunk = self._numbers(rows)
         start = event.get("timestamp", record_ms)
         step = event.get("interval_ms", 0.0)
         if type(start) not in (int, float) or type(step) not in (int, float):
-            raise _InvalidSampleError("non_numeric", "'timestamp' and 'interval_ms' must be numbers")
+            raise InvalidRecordError("non_numeric", "'timestamp' and 'interval_ms' must be numbers")
         return chunk, float(start), float(step)
 
     def _numbers(self, rows: Sequence[Any]) -> np.ndarray:
         """float32 ``(count, channels)`` from JSON samples (numbers, or arrays of channels)."""
-        nested = [row if isinstance(row, list) else [row] for row in rows]
-        widths = set(map(len, nested))
-        if widths != {self.channels}:
-            wrong = next(n for n, row in enumerate(nested) if len(row) != self.channels)
-            raise _InvalidSampleError("wrong_channel_count", f"sample {wrong} has {len(nested[wrong])} channels, "
-                                                  f"expected {self.channels}")
-        try:
-            wide = np.array(nested, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise _InvalidSampleError("non_numeric", "a sample is not a number") from None
-        except OverflowError:
-            raise _InvalidSampleError("non_finite", "a sample is an integer beyond float64's range") from None
-        if any(type(number) not in (int, float) for row in nested for number in row):
-            raise _InvalidSampleError("non_numeric", "a sample is not a number (a string, boolean or null)")
+        kinds = set(map(type, rows))  # the two shapes producers send are checked without a Python loop
+        if kinds <= _NUMBERS and self.channels == 1:
+            wide = self._float64(rows).reshape(-1, 1)
+        elif kinds == {list} and set(map(len, rows)) == {self.channels} \
+                and set(map(type, chain.from_iterable(rows))) <= _NUMBERS:
+            wide = self._float64(rows)
+        else:
+            wide = self._checked(rows)
         if (np.abs(wide) > FLOAT32_MAX).any():
             sample, channel = (int(n) for n in np.argwhere(np.abs(wide) > FLOAT32_MAX)[0])
-            raise _InvalidSampleError("non_finite", f"sample {sample} channel {channel} = {wide[sample, channel]:.4g} "
+            raise InvalidRecordError("non_finite", f"sample {sample} channel {channel} = {wide[sample, channel]:.4g} "
                                          "is beyond float32's range")
         return wide.astype(np.float32)
 
+    @staticmethod
+    def _float64(rows: Sequence[Any]) -> np.ndarray:
+        try:
+            return np.array(rows, dtype=np.float64)
+        except OverflowError:
+            raise InvalidRecordError("non_finite", "a sample is an integer beyond float64's range") from None
+
+    def _checked(self, rows: Sequence[Any]) -> np.ndarray:
+        """The samples of any other shape, checked one by one to name the fault (the cold path)."""
+        nested = [row if isinstance(row, list) else [row] for row in rows]
+        if set(map(len, nested)) != {self.channels}:
+            wrong = next(n for n, row in enumerate(nested) if len(row) != self.channels)
+            raise InvalidRecordError("wrong_channel_count", f"sample {wrong} has {len(nested[wrong])} channels, "
+                                                            f"expected {self.channels}")
+        if not set(map(type, chain.from_iterable(nested))) <= _NUMBERS:
+            raise InvalidRecordError("non_numeric", "a sample is not a number (a string, boolean or null)")
+        return self._float64(nested)
+
     def _binary(self, value: bytes) -> tuple[np.ndarray, float, float]:
         if len(value) < SAMPLE_HEADER.size:
-            raise _InvalidSampleError("binary_bad_length", f"{len(value)} bytes, shorter than the "
+            raise InvalidRecordError("binary_bad_length", f"{len(value)} bytes, shorter than the "
                                                 f"{SAMPLE_HEADER.size}-byte header")
         _, version, flags, count, channels, _, start, step = SAMPLE_HEADER.unpack_from(value)
         if version != SAMPLE_VERSION or flags != 0:
-            raise _InvalidSampleError("binary_unsupported_version", f"version {version}, flags {flags}; this decoder "
+            raise InvalidRecordError("binary_unsupported_version", f"version {version}, flags {flags}; this decoder "
                                                          f"reads version {SAMPLE_VERSION} with flags 0")
         if channels != self.channels:
-            raise _InvalidSampleError("wrong_channel_count", f"{channels} channels, expected {self.channels}")
+            raise InvalidRecordError("wrong_channel_count", f"{channels} channels, expected {self.channels}")
         expected = SAMPLE_HEADER.size + 4 * count * channels
         if count < 1 or len(value) != expected:
-            raise _InvalidSampleError("binary_bad_length", f"{len(value)} bytes, but the header announces {count} "
+            raise InvalidRecordError("binary_bad_length", f"{len(value)} bytes, but the header announces {count} "
                                                 f"samples of {channels} channels ({expected} bytes)")
         chunk = np.frombuffer(value, "<f4", count * channels, SAMPLE_HEADER.size).reshape(count, channels)
         return chunk.astype(np.float32), start, step

@@ -9,6 +9,7 @@ wrong value fails at start-up with a one-line message that names the field.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -246,9 +247,7 @@ class SampleSettings(_Section):
 
     def detector(self) -> SeriesSettings:
         """The per-series detector's settings."""
-        return SeriesSettings(self.length, self.warmup, self.floor, self.drift_samples, self.drift_floor,
-                              self.season_correlation, self.season_coverage, self.season_weight, self.history,
-                              self.flag_level, self.quiet_share)
+        return SeriesSettings(**{name.name: getattr(self, name.name) for name in dataclasses.fields(SeriesSettings)})
 
 
 class ModelSettings(_Section):
